@@ -1,1 +1,34 @@
-fn main() {}
+//! `mcp-auth`: log in to OAuth-protected MCP servers and hand their tokens to scripts.
+
+mod cli;
+mod exit;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    output::init_logging(args.verbose, args.log_file.as_deref());
+    // One thread is plenty for a CLI, and a current-thread runtime starts faster: `token`
+    // is called from shell prompts.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mcp-auth: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::INTERNAL);
+        }
+    };
+    match rt.block_on(cli::run(args)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = exit::code_for(&e);
+            eprintln!("mcp-auth: {}", exit::describe(&e));
+            ExitCode::from(code)
+        }
+    }
+}

@@ -241,10 +241,7 @@ fn parse_params(c: &mut Cursor<'_>, ch: &mut Challenge) -> Result<(), ChallengeE
             Some(b'"') => c.quoted_string()?,
             _ => {
                 let v = c.i;
-                while c
-                    .peek()
-                    .is_some_and(|b| !matches!(b, b',' | b' ' | b'\t'))
-                {
+                while c.peek().is_some_and(|b| !matches!(b, b',' | b' ' | b'\t')) {
                     c.i += 1;
                 }
                 c.text(v, c.i)
@@ -300,17 +297,24 @@ mod tests {
 
     #[test]
     fn rfc6750_example() {
-        let c = p(r#"Bearer realm="example", error="invalid_token", error_description="The access token expired""#);
+        let c = p(
+            r#"Bearer realm="example", error="invalid_token", error_description="The access token expired""#,
+        );
         assert_eq!(c.len(), 1);
         assert!(c[0].is_scheme("bearer"));
         assert_eq!(c[0].param("realm"), Some("example"));
         assert_eq!(c[0].error(), Some("invalid_token"));
-        assert_eq!(c[0].param("ERROR_description"), Some("The access token expired"));
+        assert_eq!(
+            c[0].param("ERROR_description"),
+            Some("The access token expired")
+        );
     }
 
     #[test]
     fn rfc9728_resource_metadata_and_scope() {
-        let c = p(r#"Bearer resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp", scope="files:read files:write""#);
+        let c = p(
+            r#"Bearer resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp", scope="files:read files:write""#,
+        );
         assert_eq!(
             c[0].resource_metadata(),
             Some("https://mcp.example.com/.well-known/oauth-protected-resource/mcp")
@@ -320,7 +324,9 @@ mod tests {
 
     #[test]
     fn several_challenges_one_header() {
-        let c = p(r#"Basic realm="simple", Newauth realm="apps", type=1, title="Login to \"apps\"", Bearer scope="a""#);
+        let c = p(
+            r#"Basic realm="simple", Newauth realm="apps", type=1, title="Login to \"apps\"", Bearer scope="a""#,
+        );
         assert_eq!(c.len(), 3);
         assert_eq!(c[0].scheme, "Basic");
         assert_eq!(c[1].param("type"), Some("1"));
@@ -339,7 +345,9 @@ mod tests {
 
     #[test]
     fn unquoted_url_value_is_tolerated() {
-        let c = p("Bearer resource_metadata=http://localhost:3000/.well-known/oauth-protected-resource, error=invalid_token");
+        let c = p(
+            "Bearer resource_metadata=http://localhost:3000/.well-known/oauth-protected-resource, error=invalid_token",
+        );
         assert_eq!(
             c[0].resource_metadata(),
             Some("http://localhost:3000/.well-known/oauth-protected-resource")

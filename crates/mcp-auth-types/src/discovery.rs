@@ -90,7 +90,9 @@ mod tests {
     #[test]
     fn prm_order() {
         assert_eq!(
-            strs(protected_resource_metadata_urls(&u("https://example.com/public/mcp"))),
+            strs(protected_resource_metadata_urls(&u(
+                "https://example.com/public/mcp"
+            ))),
             [
                 "https://example.com/.well-known/oauth-protected-resource/public/mcp",
                 "https://example.com/.well-known/oauth-protected-resource"
@@ -105,7 +107,9 @@ mod tests {
     #[test]
     fn as_order_with_path() {
         assert_eq!(
-            strs(authorization_server_metadata_urls(&u("https://auth.example.com/tenant1/"))),
+            strs(authorization_server_metadata_urls(&u(
+                "https://auth.example.com/tenant1/"
+            ))),
             [
                 "https://auth.example.com/.well-known/oauth-authorization-server/tenant1",
                 "https://auth.example.com/.well-known/openid-configuration/tenant1",
@@ -117,7 +121,9 @@ mod tests {
     #[test]
     fn as_order_without_path() {
         assert_eq!(
-            strs(authorization_server_metadata_urls(&u("http://127.0.0.1:9000"))),
+            strs(authorization_server_metadata_urls(&u(
+                "http://127.0.0.1:9000"
+            ))),
             [
                 "http://127.0.0.1:9000/.well-known/oauth-authorization-server",
                 "http://127.0.0.1:9000/.well-known/openid-configuration"
@@ -128,8 +134,17 @@ mod tests {
     #[test]
     fn legacy() {
         let e = legacy_default_endpoints(&u("https://mcp.example.com:8443/v1/mcp"));
-        assert_eq!(e.authorization.unwrap().as_str(), "https://mcp.example.com:8443/authorize");
-        assert_eq!(e.token.unwrap().as_str(), "https://mcp.example.com:8443/token");
-        assert_eq!(e.registration.unwrap().as_str(), "https://mcp.example.com:8443/register");
+        assert_eq!(
+            e.authorization.unwrap().as_str(),
+            "https://mcp.example.com:8443/authorize"
+        );
+        assert_eq!(
+            e.token.unwrap().as_str(),
+            "https://mcp.example.com:8443/token"
+        );
+        assert_eq!(
+            e.registration.unwrap().as_str(),
+            "https://mcp.example.com:8443/register"
+        );
     }
 }

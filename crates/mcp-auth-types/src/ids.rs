@@ -11,13 +11,22 @@ use subtle::ConstantTimeEq;
 /// start.
 pub fn check_identifier(what: &'static str, s: &str) -> Result<(), IdentifierError> {
     if s.is_empty() {
-        return Err(IdentifierError { what, reason: "is empty" });
+        return Err(IdentifierError {
+            what,
+            reason: "is empty",
+        });
     }
     if s.len() > 4096 {
-        return Err(IdentifierError { what, reason: "is longer than 4096 bytes" });
+        return Err(IdentifierError {
+            what,
+            reason: "is longer than 4096 bytes",
+        });
     }
     if s.chars().any(char::is_control) {
-        return Err(IdentifierError { what, reason: "contains control characters" });
+        return Err(IdentifierError {
+            what,
+            reason: "contains control characters",
+        });
     }
     Ok(())
 }

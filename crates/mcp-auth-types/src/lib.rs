@@ -57,4 +57,4 @@ pub use secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken, Sec
 pub use token::{
     AuthMethod, ErrorCode, ErrorResponse, GrantType, TokenRequest, TokenResponse, TokenType,
 };
-pub use urls::{HttpUrl, Issuer, ResourceUrl, UrlError};
+pub use urls::{HttpUrl, Issuer, ResourceUrl, UrlError, is_loopback as is_loopback_url};

@@ -17,7 +17,9 @@ use crate::{AuthMethod, ScopeSet};
 #[non_exhaustive]
 pub enum MetadataError {
     /// RFC 8414 §3.3: the `issuer` in the document differs from the issuer it was fetched for.
-    #[error("authorization server metadata names issuer {found:?}, but it was fetched for {expected:?} (RFC 8414 §3.3)")]
+    #[error(
+        "authorization server metadata names issuer {found:?}, but it was fetched for {expected:?} (RFC 8414 §3.3)"
+    )]
     IssuerMismatch {
         /// The issuer the client expected.
         expected: String,
@@ -143,11 +145,17 @@ impl AuthorizationServerMetadata {
 
     fn endpoints(&self) -> [(&'static str, Option<&String>); 7] {
         [
-            ("authorization_endpoint", self.authorization_endpoint.as_ref()),
+            (
+                "authorization_endpoint",
+                self.authorization_endpoint.as_ref(),
+            ),
             ("token_endpoint", self.token_endpoint.as_ref()),
             ("registration_endpoint", self.registration_endpoint.as_ref()),
             ("revocation_endpoint", self.revocation_endpoint.as_ref()),
-            ("introspection_endpoint", self.introspection_endpoint.as_ref()),
+            (
+                "introspection_endpoint",
+                self.introspection_endpoint.as_ref(),
+            ),
             (
                 "device_authorization_endpoint",
                 self.device_authorization_endpoint.as_ref(),
@@ -258,11 +266,12 @@ impl ProtectedResourceMetadata {
             return Err(MetadataError::Missing("resource"));
         }
         let declared = crate::ResourceUrl::canonicalize(&self.resource).map_err(|_| mismatch())?;
-        if declared.covers(server) {
-            Ok(declared)
-        } else {
-            Err(mismatch())
+        if !declared.covers(server) {
+            return Err(mismatch());
         }
+        // The identifier to send is the resource's own, byte for byte: the AS compares it
+        // with what it knows as a string.
+        crate::ResourceUrl::parse_exact(&self.resource).map_err(|_| mismatch())
     }
 }
 
@@ -285,7 +294,9 @@ mod tests {
 
     #[test]
     fn issuer_must_match_exactly() {
-        let m = asm(r#"{"issuer":"https://a.example/","authorization_endpoint":"https://a.example/auth","token_endpoint":"https://a.example/t"}"#);
+        let m = asm(
+            r#"{"issuer":"https://a.example/","authorization_endpoint":"https://a.example/auth","token_endpoint":"https://a.example/t"}"#,
+        );
         assert!(m.validate("https://a.example/", true, false).is_ok());
         assert!(matches!(
             m.validate("https://a.example", true, false),
@@ -295,13 +306,20 @@ mod tests {
 
     #[test]
     fn endpoints_must_be_http() {
-        let m = asm(r#"{"issuer":"https://a","authorization_endpoint":"javascript:alert(1)","token_endpoint":"https://a/t"}"#);
+        let m = asm(
+            r#"{"issuer":"https://a","authorization_endpoint":"javascript:alert(1)","token_endpoint":"https://a/t"}"#,
+        );
         let err = m.validate("https://a", true, false).unwrap_err();
         assert!(matches!(
             err,
-            MetadataError::BadEndpoint { field: "authorization_endpoint", .. }
+            MetadataError::BadEndpoint {
+                field: "authorization_endpoint",
+                ..
+            }
         ));
-        let m = asm(r#"{"issuer":"https://a","authorization_endpoint":"http://evil.example/a","token_endpoint":"https://a/t"}"#);
+        let m = asm(
+            r#"{"issuer":"https://a","authorization_endpoint":"http://evil.example/a","token_endpoint":"https://a/t"}"#,
+        );
         assert!(m.validate("https://a", true, false).is_err());
         assert!(m.validate("https://a", true, true).is_ok());
     }
@@ -319,9 +337,14 @@ mod tests {
     #[test]
     fn prm_resource_check() {
         let server = ResourceUrl::canonicalize("https://mcp.example.com/mcp").unwrap();
-        let prm: ProtectedResourceMetadata =
-            serde_json::from_str(r#"{"resource":"https://mcp.example.com/mcp","authorization_servers":["https://as"]}"#).unwrap();
-        assert_eq!(prm.check_resource(&server).unwrap().as_str(), "https://mcp.example.com/mcp");
+        let prm: ProtectedResourceMetadata = serde_json::from_str(
+            r#"{"resource":"https://mcp.example.com/mcp","authorization_servers":["https://as"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            prm.check_resource(&server).unwrap().as_str(),
+            "https://mcp.example.com/mcp"
+        );
         let prm: ProtectedResourceMetadata =
             serde_json::from_str(r#"{"resource":"https://evil.example.com/mcp"}"#).unwrap();
         assert!(matches!(

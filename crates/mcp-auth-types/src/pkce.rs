@@ -28,8 +28,7 @@ impl PkceVerifier {
     /// Wraps an existing verifier; RFC 7636 §4.1 allows 43–128 unreserved characters.
     pub fn from_string(s: String) -> Option<Self> {
         let ok = (43..=128).contains(&s.len())
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
         ok.then(|| Self(Zeroizing::new(s)))
     }
@@ -89,8 +88,14 @@ mod tests {
             v.challenge().as_str(),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
-        assert!(v.challenge().verify("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"));
-        assert!(!v.challenge().verify("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXl"));
+        assert!(
+            v.challenge()
+                .verify("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk")
+        );
+        assert!(
+            !v.challenge()
+                .verify("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXl")
+        );
     }
 
     #[test]

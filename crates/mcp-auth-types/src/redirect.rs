@@ -106,10 +106,14 @@ impl AuthorizationResponse {
 pub enum IssCheck {
     /// The AS advertises `authorization_response_iss_parameter_supported` but sent no `iss`
     /// (RFC 9207 §2.4: the client MUST reject the response).
-    #[error("the authorization server promises an `iss` parameter (RFC 9207) but the redirect has none")]
+    #[error(
+        "the authorization server promises an `iss` parameter (RFC 9207) but the redirect has none"
+    )]
     Missing,
     /// `iss` differs from the issuer the request was sent to (a mix-up attack, RFC 9207 §2.4).
-    #[error("the redirect's `iss` is {found:?}, but the request went to issuer {expected:?} (RFC 9207 mix-up protection)")]
+    #[error(
+        "the redirect's `iss` is {found:?}, but the request went to issuer {expected:?} (RFC 9207 mix-up protection)"
+    )]
     Mismatch {
         /// The issuer the client talked to.
         expected: String,
@@ -130,7 +134,11 @@ pub fn check_iss(
     match response_iss {
         Some(found) if found != expected_issuer => Err(IssCheck::Mismatch {
             expected: expected_issuer.to_owned(),
-            found: found.chars().filter(|c| !c.is_control()).take(300).collect(),
+            found: found
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(300)
+                .collect(),
         }),
         Some(_) => Ok(()),
         None if iss_supported => Err(IssCheck::Missing),
@@ -158,7 +166,10 @@ mod tests {
         let r = AuthorizationResponse::from_query("error=access_denied&state=s").unwrap();
         assert!(matches!(
             r,
-            AuthorizationResponse::Error { error: ErrorCode::AccessDenied, .. }
+            AuthorizationResponse::Error {
+                error: ErrorCode::AccessDenied,
+                ..
+            }
         ));
     }
 

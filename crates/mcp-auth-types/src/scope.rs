@@ -209,8 +209,14 @@ mod tests {
     fn selection_order() {
         let ch = set("x");
         let prm = set("y z");
-        assert_eq!(select_scopes(None, Some(&ch), Some(&prm), None), Some(set("x")));
-        assert_eq!(select_scopes(None, None, Some(&prm), None), Some(set("y z")));
+        assert_eq!(
+            select_scopes(None, Some(&ch), Some(&prm), None),
+            Some(set("x"))
+        );
+        assert_eq!(
+            select_scopes(None, None, Some(&prm), None),
+            Some(set("y z"))
+        );
         assert_eq!(select_scopes(None, None, None, None), None);
         assert_eq!(
             select_scopes(Some(&set("e")), Some(&ch), Some(&prm), None),
@@ -226,7 +232,12 @@ mod tests {
             Some(set("read"))
         );
         assert_eq!(
-            select_scopes(None, None, Some(&set("read")), Some(&set("read offline_access"))),
+            select_scopes(
+                None,
+                None,
+                Some(&set("read")),
+                Some(&set("read offline_access"))
+            ),
             Some(set("read offline_access"))
         );
     }

@@ -338,11 +338,20 @@ mod tests {
     #[test]
     fn canonical_resource() {
         let c = |s| ResourceUrl::canonicalize(s).unwrap().as_str().to_owned();
-        assert_eq!(c("https://MCP.example.com/mcp"), "https://mcp.example.com/mcp");
+        assert_eq!(
+            c("https://MCP.example.com/mcp"),
+            "https://mcp.example.com/mcp"
+        );
         assert_eq!(c("HTTPS://mcp.example.com:443"), "https://mcp.example.com");
         assert_eq!(c("https://mcp.example.com/"), "https://mcp.example.com");
-        assert_eq!(c("https://mcp.example.com:8443/a/#f"), "https://mcp.example.com:8443/a/");
-        assert_eq!(c("http://localhost:3000/mcp?x=1"), "http://localhost:3000/mcp?x=1");
+        assert_eq!(
+            c("https://mcp.example.com:8443/a/#f"),
+            "https://mcp.example.com:8443/a/"
+        );
+        assert_eq!(
+            c("http://localhost:3000/mcp?x=1"),
+            "http://localhost:3000/mcp?x=1"
+        );
     }
 
     #[test]

@@ -14,14 +14,19 @@ use mcp_auth_types::{AccessToken, AuthMethod, ClientSecret, RefreshToken, Secret
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+#[cfg(test)]
+mod conformance;
 mod file;
+mod fsutil;
+mod keyed;
 #[cfg(feature = "keyring")]
 mod keyring;
+mod lockfile;
 mod memory;
 
 pub use file::FileStore;
 #[cfg(feature = "keyring")]
-pub use keyring::KeyringStore;
+pub use keyring::{KeyringStore, store_key_from_keyring};
 pub use memory::MemoryStore;
 
 /// Seconds since the Unix epoch.
@@ -144,6 +149,10 @@ pub struct ServerRecord {
     /// Current tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<TokenRecord>,
+    /// The grant that obtained the tokens (`authorization_code`, `client_credentials`), so
+    /// an expired client-credentials token is renewed the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
     /// When the record was last written (seconds since the epoch).
     #[serde(default)]
     pub updated_at: u64,
@@ -179,6 +188,32 @@ pub enum StoreError {
     /// The store's key file has unsafe permissions or cannot be created.
     #[error("store key: {0}")]
     Key(String),
+    /// The server key cannot name a record: every store uses it as a file name or keyring
+    /// user, so it is limited to [`MAX_KEY_LEN`] ASCII letters, digits, `-` and `_` (what
+    /// [`server_key`] produces). The key itself is not repeated in the message.
+    #[error(
+        "invalid server key ({0} bytes): expected 1 to {max} ASCII letters, digits, '-' or '_'",
+        max = MAX_KEY_LEN
+    )]
+    InvalidKey(usize),
+}
+
+/// The longest server key a store accepts.
+pub const MAX_KEY_LEN: usize = 128;
+
+/// Checks that `key` is safe as a file name and keyring user: no path separators, no `..`,
+/// no leading dot (temporary and internal files start with one), bounded length.
+pub(crate) fn validate_key(key: &str) -> Result<(), StoreError> {
+    let ok = !key.is_empty()
+        && key.len() <= MAX_KEY_LEN
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidKey(key.len()))
+    }
 }
 
 /// Exclusive hold on one server's record, across threads and processes. Dropping it releases.

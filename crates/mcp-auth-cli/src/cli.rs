@@ -1,0 +1,597 @@
+//! Command-line definition and the commands.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use mcp_auth_client::authorize::split_command;
+use mcp_auth_client::store::{CredentialStore, FileStore, ServerRecord, now_secs};
+use mcp_auth_client::{
+    ClientIdentity, ClientOptions, GrantKind, HttpOptions, Interaction, McpSession, OAuthClient,
+    OAuthMiddleware, PreRegistered, RedirectConfig, ResourceMode, WireFormat,
+};
+use mcp_auth_types::{AuthMethod, ClientSecret, ScopeSet, SecretString};
+use serde_json::{Value, json};
+
+use crate::exit::{self, ToolFailed};
+use crate::output;
+
+/// Log in to OAuth-protected MCP servers, and give their tokens to scripts and tools.
+#[derive(Debug, Parser)]
+#[command(name = "mcp-auth", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Keep everything (store, key, locks) under this directory instead of the platform's
+    /// data directory.
+    #[arg(long, env = "MCP_AUTH_HOME", global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More logging on stderr (-v info, -vv debug, -vvv trace). Secrets are never logged.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Write logs to this file instead of stderr.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Log in to an MCP server (discovery, registration, browser, tokens).
+    Login {
+        /// The MCP server URL.
+        url: String,
+        #[command(flatten)]
+        auth: AuthArgs,
+    },
+    /// List the servers you are logged in to.
+    List,
+    /// Print a valid access token (refreshing it when needed), and nothing else.
+    Token {
+        /// Server name or URL.
+        server: String,
+    },
+    /// Print an `Authorization: Bearer …` header line.
+    Header {
+        /// Server name or URL.
+        server: String,
+    },
+    /// Refresh the access token now.
+    Refresh {
+        /// Server name or URL.
+        server: String,
+    },
+    /// Revoke the tokens at the authorization server, then forget them.
+    Logout {
+        /// Server name or URL.
+        server: String,
+    },
+    /// Forget every stored server without contacting anyone.
+    Clear,
+    /// Connect to a server (logging in when needed), list its tools, optionally call one.
+    Test {
+        /// The MCP server URL.
+        url: String,
+        /// Call this tool.
+        #[arg(long, value_name = "TOOL")]
+        call: Option<String>,
+        /// Its arguments, a JSON object.
+        #[arg(long, value_name = "JSON", default_value = "{}")]
+        args: String,
+        /// MCP wire format: auto (2026-07-28, falling back to the initialize handshake),
+        /// stateless, or session.
+        #[arg(long, value_name = "FORMAT", default_value = "auto")]
+        wire: String,
+        #[command(flatten)]
+        auth: AuthArgs,
+    },
+}
+
+/// How to authorize.
+#[derive(Debug, Args, Default)]
+pub struct AuthArgs {
+    /// Store the server under this short name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Scopes to request (space-separated or repeated); default: the spec's selection.
+    #[arg(long, value_name = "SCOPE", num_args = 1..)]
+    pub scope: Vec<String>,
+    /// Browser command; the URL is appended as its last argument, no shell is involved
+    /// (default: $BROWSER, else the platform's opener).
+    #[arg(long, value_name = "CMD")]
+    pub browser: Option<String>,
+    /// Do not open a browser: print the URL and wait for the redirect.
+    #[arg(long)]
+    pub no_browser: bool,
+    /// With --no-browser: also accept the redirected URL pasted on stdin (for machines whose
+    /// loopback the browser cannot reach).
+    #[arg(long)]
+    pub paste: bool,
+    /// Port of the loopback redirect listener (default: derived from the server URL; 0 picks
+    /// a free port each time).
+    #[arg(long, value_name = "PORT")]
+    pub callback_port: Option<u16>,
+    /// Host written in the redirect URI (127.0.0.1 or localhost).
+    #[arg(long, value_name = "HOST", default_value = "127.0.0.1")]
+    pub callback_host: String,
+    /// Path of the redirect URI.
+    #[arg(long, value_name = "PATH", default_value = "/callback")]
+    pub callback_path: String,
+    /// Pre-registered client id.
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+    /// Its secret (prefer the environment variable: arguments are visible to other users).
+    #[arg(
+        long,
+        env = "MCP_AUTH_CLIENT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub client_secret: Option<String>,
+    /// PEM private key file for private_key_jwt.
+    #[arg(long, value_name = "FILE")]
+    pub private_key: Option<PathBuf>,
+    /// Its JWS algorithm (ES256, RS256, EdDSA …).
+    #[arg(long, value_name = "ALG")]
+    pub signing_alg: Option<String>,
+    /// Force the token endpoint authentication method.
+    #[arg(long, value_name = "METHOD")]
+    pub auth_method: Option<String>,
+    /// The issuer the pre-registered credentials belong to (they are sent nowhere else).
+    #[arg(long, value_name = "URL")]
+    pub client_issuer: Option<String>,
+    /// Client ID metadata document URL to use as client_id where the AS accepts them.
+    #[arg(long, value_name = "URL")]
+    pub client_metadata_url: Option<String>,
+    /// Use the client credentials grant (machine client, no browser).
+    #[arg(long)]
+    pub client_credentials: bool,
+    /// Send this RFC 8707 resource instead of the discovered one.
+    #[arg(long, value_name = "URL", conflicts_with = "no_resource")]
+    pub resource: Option<String>,
+    /// Send no resource parameter (some identity providers reject it).
+    #[arg(long)]
+    pub no_resource: bool,
+    /// Extra authorization request parameter, k=v (repeatable).
+    #[arg(long, value_name = "K=V")]
+    pub authorize_param: Vec<String>,
+    /// Header sent to the MCP server, 'Name: value' (repeatable).
+    #[arg(long, value_name = "HEADER")]
+    pub header: Vec<String>,
+    /// File of 'Name: value' lines sent as headers to the MCP server.
+    #[arg(long, value_name = "FILE")]
+    pub header_file: Option<PathBuf>,
+    /// Extra trusted CA certificate, PEM (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Vec<PathBuf>,
+    /// Allow plain http to hosts other than loopback.
+    #[arg(long)]
+    pub allow_http: bool,
+    /// Deadline of one HTTP request, seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub timeout: u64,
+    /// Deadline of the whole authorization (browser included), seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub auth_timeout: u64,
+}
+
+/// Where everything lives: `MCP_AUTH_HOME` or the platform's data directory.
+fn home(cli: &Cli) -> Result<PathBuf> {
+    if let Some(h) = &cli.home {
+        return Ok(h.clone());
+    }
+    directories::ProjectDirs::from("", "", "mcp-auth")
+        .map(|d| d.data_dir().to_path_buf())
+        .ok_or_else(|| anyhow!("cannot find a home directory; set MCP_AUTH_HOME"))
+}
+
+fn open_store(home: &Path) -> Result<Arc<dyn CredentialStore>> {
+    Ok(Arc::new(
+        FileStore::open(home.join("store")).map_err(mcp_auth_client::Error::from)?,
+    ))
+}
+
+fn parse_headers(args: &AuthArgs) -> Result<Vec<(String, String)>> {
+    let mut lines: Vec<String> = args.header.clone();
+    if let Some(f) = &args.header_file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading the header file {}", f.display()))?;
+        lines.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+    }
+    lines
+        .iter()
+        .map(|l| {
+            let (k, v) = l
+                .split_once(':')
+                .ok_or_else(|| anyhow!("header {l:?} is not 'Name: value'"))?;
+            let (k, v) = (k.trim(), v.trim());
+            http_header_ok(k, v)?;
+            Ok((k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+fn http_header_ok(k: &str, v: &str) -> Result<()> {
+    if k.is_empty()
+        || !k
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    {
+        bail!("invalid header name {k:?}");
+    }
+    if v.chars().any(|c| c.is_control()) {
+        bail!("the value of header {k} contains control characters");
+    }
+    Ok(())
+}
+
+fn build_client(
+    cli: &Cli,
+    store: Arc<dyn CredentialStore>,
+    args: &AuthArgs,
+) -> Result<OAuthClient> {
+    let browser = args.browser.clone().or_else(|| {
+        std::env::var("BROWSER")
+            .ok()
+            .filter(|b| !b.trim().is_empty())
+    });
+    let interaction = if args.no_browser {
+        Interaction::Manual { paste: args.paste }
+    } else {
+        Interaction::Browser(browser.as_deref().map(split_command).transpose()?)
+    };
+    let scopes = if args.scope.is_empty() {
+        None
+    } else {
+        Some(
+            args.scope
+                .join(" ")
+                .parse::<ScopeSet>()
+                .map_err(|e| anyhow!("--scope: {e}"))?,
+        )
+    };
+    let private_key = args
+        .private_key
+        .as_ref()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .map(SecretString::new)
+                .with_context(|| format!("reading the private key {}", p.display()))
+        })
+        .transpose()?;
+    let pre_registered = args.client_id.as_ref().map(|id| PreRegistered {
+        client_id: id.clone(),
+        client_secret: args.client_secret.clone().map(ClientSecret::new),
+        auth_method: args.auth_method.as_deref().map(AuthMethod::from),
+        private_key_pem: private_key.clone(),
+        signing_alg: args.signing_alg.clone(),
+        issuer: args.client_issuer.clone(),
+    });
+    let authorize_params = args
+        .authorize_param
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| anyhow!("--authorize-param {kv:?} is not k=v"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let resource = match (&args.resource, args.no_resource) {
+        (_, true) => ResourceMode::Omit,
+        (Some(r), _) => ResourceMode::Override(r.clone()),
+        _ => ResourceMode::Auto,
+    };
+    if args.client_credentials && pre_registered.is_none() {
+        bail!("--client-credentials needs --client-id (and a secret or a private key)");
+    }
+    let opts = ClientOptions {
+        interaction,
+        redirect: RedirectConfig {
+            port: args.callback_port,
+            path: args.callback_path.clone(),
+            host: args.callback_host.clone(),
+        },
+        identity: ClientIdentity {
+            pre_registered,
+            metadata_document_url: args.client_metadata_url.clone(),
+            ..Default::default()
+        },
+        scopes,
+        resource,
+        authorize_params,
+        allow_http: args.allow_http,
+        grant: if args.client_credentials {
+            GrantKind::ClientCredentials
+        } else {
+            GrantKind::Auto
+        },
+        flow_timeout: Duration::from_secs(args.auth_timeout),
+        name: args.name.clone(),
+        server_headers: parse_headers(args)?,
+        ..Default::default()
+    };
+    let extra_ca_pem = args
+        .ca_cert
+        .iter()
+        .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+        .collect::<Result<Vec<_>>>()?;
+    let http = HttpOptions {
+        request_timeout: Duration::from_secs(args.timeout),
+        extra_ca_pem,
+        ..Default::default()
+    };
+    let _ = cli;
+    Ok(OAuthClient::new(store, opts, http)?)
+}
+
+/// Runs a command; returns the exit code.
+pub async fn run(cli: Cli) -> Result<u8> {
+    let home = home(&cli)?;
+    let store = open_store(&home)?;
+    match &cli.command {
+        Command::Login { url, auth } => login(&cli, store, url, auth).await,
+        Command::List => list(&cli, store).await,
+        Command::Token { server } => token(&cli, store, server, false).await,
+        Command::Header { server } => token(&cli, store, server, true).await,
+        Command::Refresh { server } => refresh(&cli, store, server).await,
+        Command::Logout { server } => logout(&cli, store, server).await,
+        Command::Clear => clear(&cli, store).await,
+        Command::Test {
+            url,
+            call,
+            args,
+            wire,
+            auth,
+        } => test(&cli, store, url, call.as_deref(), args, wire, auth).await,
+    }
+}
+
+async fn login(
+    cli: &Cli,
+    store: Arc<dyn CredentialStore>,
+    url: &str,
+    auth: &AuthArgs,
+) -> Result<u8> {
+    let client = build_client(cli, store.clone(), auth)?;
+    let pb = (!auth.client_credentials && !cli.json)
+        .then(|| output::spinner("Waiting for the authorization in the browser…"));
+    let result = client.login(url, None, None).await;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    let token = result?;
+    let rec = client.resolve(&token.server_url).await?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&describe(&rec))?);
+    } else {
+        eprintln!(
+            "Logged in to {} (authorization server {}; scopes: {}; token expires {}).",
+            rec.server_url,
+            rec.issuer,
+            token.record.scope.as_deref().unwrap_or("(none)"),
+            output::expiry(token.record.expires_at, now_secs()),
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// What `list` shows of a record: never a secret.
+fn describe(r: &ServerRecord) -> Value {
+    let t = r.tokens.as_ref();
+    json!({
+        "name": r.name,
+        "server": r.server_url,
+        "issuer": r.issuer,
+        "resource": r.resource,
+        "client_id": r.client.as_ref().map(|c| c.client_id.clone()),
+        "registration": r.client.as_ref().map(|c| c.registration),
+        "scopes": t.and_then(|t| t.scope.clone()).or_else(|| r.requested_scope.clone()),
+        "expires_at": t.and_then(|t| t.expires_at),
+        "expires_in": t.and_then(|t| t.expires_at).map(|e| e as i64 - now_secs() as i64),
+        "has_refresh_token": t.is_some_and(|t| t.refresh_token.is_some()),
+        "logged_in": t.is_some(),
+    })
+}
+
+async fn list(cli: &Cli, store: Arc<dyn CredentialStore>) -> Result<u8> {
+    let mut all = store.list().await.map_err(mcp_auth_client::Error::from)?;
+    all.sort_by(|a, b| a.server_url.cmp(&b.server_url));
+    if cli.json {
+        let v: Vec<Value> = all.iter().map(describe).collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(exit::OK);
+    }
+    if all.is_empty() {
+        eprintln!("No servers. Log in with: mcp-auth login <url>");
+        return Ok(exit::OK);
+    }
+    let now = now_secs();
+    println!(
+        "{:<16} {:<40} {:<32} {:<24} EXPIRES",
+        "NAME", "SERVER", "ISSUER", "SCOPES"
+    );
+    for r in &all {
+        let t = r.tokens.as_ref();
+        println!(
+            "{:<16} {:<40} {:<32} {:<24} {}",
+            r.name.as_deref().unwrap_or("-"),
+            r.server_url,
+            r.issuer,
+            t.and_then(|t| t.scope.as_deref()).unwrap_or("-"),
+            match t {
+                Some(t) => output::expiry(t.expires_at, now),
+                None => "logged out".into(),
+            }
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// `token` / `header`: the fast path reads the store and prints; only an expiring token
+/// builds the HTTP machinery.
+async fn token(
+    cli: &Cli,
+    store: Arc<dyn CredentialStore>,
+    server: &str,
+    header: bool,
+) -> Result<u8> {
+    let client = build_client(cli, store, &AuthArgs::default())?;
+    let rec = client.resolve(server).await?;
+    let t = client.token(&rec.server_url).await?;
+    if header {
+        println!("Authorization: {}", t.authorization_header());
+    } else {
+        println!("{}", t.record.access_token.secret());
+    }
+    Ok(exit::OK)
+}
+
+async fn refresh(cli: &Cli, store: Arc<dyn CredentialStore>, server: &str) -> Result<u8> {
+    let client = build_client(cli, store, &AuthArgs::default())?;
+    let rec = client.resolve(server).await?;
+    let t = client.refresh(&rec.server_url, None).await?;
+    if cli.json {
+        println!(
+            "{}",
+            json!({"server": rec.server_url, "expires_at": t.record.expires_at, "scopes": t.record.scope})
+        );
+    } else {
+        eprintln!(
+            "Refreshed {}; the token expires {}.",
+            rec.server_url,
+            output::expiry(t.record.expires_at, now_secs())
+        );
+    }
+    Ok(exit::OK)
+}
+
+async fn logout(cli: &Cli, store: Arc<dyn CredentialStore>, server: &str) -> Result<u8> {
+    let client = build_client(cli, store, &AuthArgs::default())?;
+    let rec = client.resolve(server).await?;
+    let problems = client.logout(&rec.server_url).await?;
+    for p in &problems {
+        eprintln!("mcp-auth: warning: revocation: {p}");
+    }
+    if cli.json {
+        println!(
+            "{}",
+            json!({"server": rec.server_url, "revoked": problems.is_empty() && rec.revocation_endpoint.is_some(), "forgotten": true})
+        );
+    } else if rec.revocation_endpoint.is_none() {
+        eprintln!(
+            "Forgot {} (its authorization server has no revocation endpoint).",
+            rec.server_url
+        );
+    } else {
+        eprintln!("Logged out of {}.", rec.server_url);
+    }
+    Ok(exit::OK)
+}
+
+async fn clear(cli: &Cli, store: Arc<dyn CredentialStore>) -> Result<u8> {
+    let all = store.list().await.map_err(mcp_auth_client::Error::from)?;
+    let client = build_client(cli, store, &AuthArgs::default())?;
+    for r in &all {
+        client.forget(&r.server_url).await?;
+    }
+    if cli.json {
+        println!("{}", json!({"forgotten": all.len()}));
+    } else {
+        eprintln!("Forgot {} server(s).", all.len());
+    }
+    Ok(exit::OK)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn test(
+    cli: &Cli,
+    store: Arc<dyn CredentialStore>,
+    url: &str,
+    call: Option<&str>,
+    args: &str,
+    wire: &str,
+    auth: &AuthArgs,
+) -> Result<u8> {
+    let arguments: Value =
+        serde_json::from_str(args).map_err(|e| anyhow!("--args is not JSON: {e}"))?;
+    if !arguments.is_object() {
+        bail!("--args must be a JSON object");
+    }
+    let wire = match wire {
+        "auto" => WireFormat::Auto,
+        "stateless" => WireFormat::Stateless,
+        "session" => WireFormat::Session,
+        other => bail!("--wire {other:?}: expected auto, stateless or session"),
+    };
+    let client = build_client(cli, store, auth)?;
+    let inner = client.http().client()?.clone();
+    let http = reqwest_middleware::ClientBuilder::new(inner)
+        .with(OAuthMiddleware::new(client.clone(), url))
+        .build();
+    let session = McpSession::new(http, url)
+        .wire_format(wire)
+        .headers(parse_headers(auth)?);
+    let server = session.connect().await?;
+    let tools = session.list_tools().await?;
+    let mut out = json!({
+        "server": server,
+        "tools": tools.iter().map(|t| t.get("name").cloned().unwrap_or(Value::Null)).collect::<Vec<_>>(),
+    });
+    let mut failed = None;
+    if let Some(tool) = call {
+        let result = session.call_tool(tool, arguments).await?;
+        if result.get("isError").and_then(Value::as_bool) == Some(true) {
+            failed = Some(text_of(&result));
+        }
+        out["result"] = result;
+    }
+    let _ = session.close().await;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        let names: Vec<&str> = tools
+            .iter()
+            .filter_map(|t| t.get("name")?.as_str())
+            .collect();
+        eprintln!(
+            "Connected to {url}; {} tool(s): {}",
+            names.len(),
+            names.join(", ")
+        );
+        if let Some(r) = out.get("result") {
+            println!("{}", text_of(r));
+        }
+    }
+    if let Some(msg) = failed {
+        return Err(ToolFailed(msg).into());
+    }
+    Ok(exit::OK)
+}
+
+/// The text parts of a tool result, or its JSON when there are none.
+fn text_of(result: &Value) -> String {
+    let texts: Vec<&str> = result
+        .get("content")
+        .and_then(Value::as_array)
+        .map(|c| {
+            c.iter()
+                .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    if texts.is_empty() {
+        result.to_string()
+    } else {
+        texts.join("\n")
+    }
+}

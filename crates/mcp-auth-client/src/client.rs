@@ -1,0 +1,787 @@
+//! [`OAuthClient`]: the whole dance for one user and many servers, over a shared store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcp_auth_types::challenge::{Challenge, find_bearer};
+use mcp_auth_types::{
+    AuthorizationCode, HttpUrl, RefreshToken, ResourceUrl, ScopeSet, TokenRequest, select_scopes,
+};
+
+use crate::authorize::{
+    AuthorizationRequest, Interaction, Listener, RedirectConfig, authorization_url,
+    new_request_secrets, open_browser, wait_for_code,
+};
+use crate::discovery::{Discovered, DiscoveryOptions, discover};
+use crate::error::{Error, Result, Step};
+use crate::http::{Http, HttpOptions};
+use crate::registration::{ClientIdentity, ensure_client};
+use crate::store::{
+    ClientRecord, CredentialStore, ServerRecord, TokenRecord, now_secs, server_key,
+};
+use crate::token::{request_token, revoke, to_record};
+
+/// Which RFC 8707 `resource` to send.
+#[derive(Debug, Clone, Default)]
+pub enum ResourceMode {
+    /// The resource from the protected resource metadata (or the canonical server URL).
+    #[default]
+    Auto,
+    /// Send nothing: some identity providers reject unknown `resource` values.
+    Omit,
+    /// Send this value instead.
+    Override(String),
+}
+
+/// Which grant obtains tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GrantKind {
+    /// Client credentials when the client is pre-registered with a secret or key and the
+    /// authorization server offers client credentials but not the authorization code grant;
+    /// otherwise the authorization code grant.
+    #[default]
+    Auto,
+    /// Authorization code with PKCE, a user in a browser.
+    AuthorizationCode,
+    /// Client credentials (RFC 6749 §4.4): a machine client with pre-registered
+    /// credentials, no user.
+    ClientCredentials,
+}
+
+/// Options of an [`OAuthClient`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// How the user reaches the authorization page.
+    pub interaction: Interaction,
+    /// Redirect URI policy.
+    pub redirect: RedirectConfig,
+    /// Client identity sources.
+    pub identity: ClientIdentity,
+    /// Scopes chosen by the user (override the spec's selection).
+    pub scopes: Option<ScopeSet>,
+    /// `resource` policy.
+    pub resource: ResourceMode,
+    /// Extra authorization request parameters.
+    pub authorize_params: Vec<(String, String)>,
+    /// Allow plain http to non-loopback hosts.
+    pub allow_http: bool,
+    /// Which grant to use.
+    pub grant: GrantKind,
+    /// Refresh this long before the access token expires.
+    pub refresh_skew: Duration,
+    /// Deadline of a whole interactive authorization (browser included).
+    pub flow_timeout: Duration,
+    /// The name to store a newly logged-in server under.
+    pub name: Option<String>,
+    /// Headers sent on requests to the MCP server (not to the authorization server).
+    pub server_headers: Vec<(String, String)>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            interaction: Interaction::default(),
+            redirect: RedirectConfig::default(),
+            identity: ClientIdentity::default(),
+            scopes: None,
+            resource: ResourceMode::Auto,
+            authorize_params: Vec::new(),
+            allow_http: false,
+            grant: GrantKind::Auto,
+            refresh_skew: Duration::from_secs(60),
+            flow_timeout: Duration::from_secs(300),
+            name: None,
+            server_headers: Vec::new(),
+        }
+    }
+}
+
+/// A valid token, ready for an `Authorization` header.
+#[derive(Debug, Clone)]
+pub struct Token {
+    /// The server it is for.
+    pub server_url: String,
+    /// The tokens.
+    pub record: TokenRecord,
+}
+
+impl Token {
+    /// `Bearer <token>`.
+    pub fn authorization_header(&self) -> String {
+        format!(
+            "{} {}",
+            self.record.token_type,
+            self.record.access_token.secret()
+        )
+    }
+}
+
+/// Logs in to MCP servers and keeps their tokens valid.
+///
+/// Cheap to clone. Every method that writes the store holds that server's lock while it
+/// reads, talks to the AS, and writes, so processes sharing the store never lose or reuse a
+/// rotated refresh token.
+#[derive(Clone)]
+pub struct OAuthClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: Http,
+    store: Arc<dyn CredentialStore>,
+    opts: ClientOptions,
+}
+
+impl std::fmt::Debug for OAuthClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthClient")
+            .field("grant", &self.inner.opts.grant)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Canonical URL and store key of a server URL.
+fn identify(server: &str, allow_http: bool) -> Result<(HttpUrl, ResourceUrl, String)> {
+    let url = HttpUrl::parse_secure(server, allow_http).map_err(|source| Error::Url {
+        what: format!("the server URL {server:?}"),
+        source,
+    })?;
+    let canonical = ResourceUrl::canonicalize(url.as_str()).map_err(|source| Error::Url {
+        what: "the server URL".into(),
+        source,
+    })?;
+    let key = server_key(canonical.as_str());
+    Ok((url, canonical, key))
+}
+
+impl OAuthClient {
+    /// A client over `store`.
+    pub fn new(
+        store: Arc<dyn CredentialStore>,
+        opts: ClientOptions,
+        http: HttpOptions,
+    ) -> Result<Self> {
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http: Http::new(http)?,
+                store,
+                opts,
+            }),
+        })
+    }
+
+    /// The HTTP layer (for MCP requests that should share limits and proxies).
+    pub fn http(&self) -> &Http {
+        &self.inner.http
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn CredentialStore> {
+        &self.inner.store
+    }
+
+    /// The options.
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.opts
+    }
+
+    /// Finds a stored server by name or URL.
+    pub async fn resolve(&self, name_or_url: &str) -> Result<ServerRecord> {
+        let all = self.inner.store.list().await?;
+        if let Some(r) = all.iter().find(|r| r.name.as_deref() == Some(name_or_url)) {
+            return Ok(r.clone());
+        }
+        if let Ok((_, canonical, _)) = identify(name_or_url, true)
+            && let Some(r) = all.into_iter().find(|r| r.server_url == canonical.as_str())
+        {
+            return Ok(r);
+        }
+        Err(Error::LoginRequired {
+            server: name_or_url.to_owned(),
+            reason: "no stored credentials".into(),
+        })
+    }
+
+    /// Sends an unauthenticated MCP `initialize` to learn the server's challenge.
+    /// `Ok(None)` when the server does not ask for authorization.
+    pub async fn probe(&self, server: &HttpUrl) -> Result<Option<Challenge>> {
+        let body = serde_json::json!({
+            "jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": crate::mcp::LATEST_PROTOCOL_VERSION,
+                       "capabilities": {}, "clientInfo": {"name": "mcp-auth", "version": env!("CARGO_PKG_VERSION")}}
+        });
+        let mut req = self
+            .inner
+            .http
+            .client()?
+            .post(server.as_str())
+            .header(http::header::ACCEPT, "application/json, text/event-stream")
+            .json(&body);
+        for (k, v) in &self.inner.opts.server_headers {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await.map_err(|source| Error::Network {
+            step: Step::Probe,
+            url: server.as_str().to_owned(),
+            source,
+        })?;
+        let status = resp.status().as_u16();
+        let challenge = challenge_of(resp.headers());
+        match status {
+            401 | 403 => Ok(Some(challenge.unwrap_or_else(empty_bearer))),
+            _ => Ok(None),
+        }
+    }
+
+    /// A valid token for `server` without user interaction: the stored one, refreshed when
+    /// it expires within the skew. [`Error::LoginRequired`] when there is none to be had.
+    pub async fn token(&self, server: &str) -> Result<Token> {
+        let (_, canonical, key) = identify(server, self.inner.opts.allow_http)?;
+        let rec = self.inner.store.get(&key).await?;
+        let skew = self.inner.opts.refresh_skew.as_secs();
+        if let Some(t) = rec.as_ref().and_then(|r| r.tokens.as_ref())
+            && t.is_fresh(now_secs(), skew)
+        {
+            return Ok(Token {
+                server_url: canonical.as_str().to_owned(),
+                record: t.clone(),
+            });
+        }
+        self.refresh_locked(&key, canonical.as_str(), None).await
+    }
+
+    /// Forces a refresh (e.g. after the server said 401 to `rejected`, the token it was
+    /// sent). If another process already replaced `rejected`, its token is used instead.
+    pub async fn refresh(&self, server: &str, rejected: Option<&str>) -> Result<Token> {
+        let (_, canonical, key) = identify(server, self.inner.opts.allow_http)?;
+        self.refresh_locked(&key, canonical.as_str(), Some(rejected.unwrap_or("")))
+            .await
+    }
+
+    /// Under the server's lock: re-read, and refresh only if what is stored still needs it.
+    /// `force`: `Some(token)` means the server rejected `token` (empty: refresh regardless).
+    async fn refresh_locked(&self, key: &str, server: &str, force: Option<&str>) -> Result<Token> {
+        let store = &self.inner.store;
+        let _lock = store.lock(key).await?;
+        let Some(mut rec) = store.get(key).await? else {
+            return Err(Error::LoginRequired {
+                server: server.to_owned(),
+                reason: "no stored credentials".into(),
+            });
+        };
+        let skew = self.inner.opts.refresh_skew.as_secs();
+        if let Some(t) = &rec.tokens {
+            let replaced = force.is_some_and(|f| !f.is_empty() && t.access_token.secret() != f);
+            if (force.is_none() && t.is_fresh(now_secs(), skew)) || replaced {
+                return Ok(Token {
+                    server_url: server.to_owned(),
+                    record: t.clone(),
+                });
+            }
+        }
+        let Some(client) = rec.client.clone() else {
+            return Err(Error::LoginRequired {
+                server: server.to_owned(),
+                reason: "no client registration".into(),
+            });
+        };
+        let refresh_token = rec.tokens.as_ref().and_then(|t| t.refresh_token.clone());
+        let Some(refresh_token) = refresh_token else {
+            if rec.grant.as_deref() == Some("client_credentials") {
+                return self.client_credentials_into(&mut rec, &client).await;
+            }
+            return Err(Error::LoginRequired {
+                server: server.to_owned(),
+                reason: "the access token expired and there is no refresh token".into(),
+            });
+        };
+        let grant = TokenRequest::RefreshToken {
+            refresh_token: &refresh_token,
+            scope: None,
+            resource: rec.resource.as_deref(),
+        };
+        let result = request_token(
+            &self.inner.http,
+            Step::Refresh,
+            &rec.token_endpoint,
+            &rec.issuer,
+            &client,
+            &grant,
+        )
+        .await;
+        match result {
+            Ok(resp) => {
+                let record = to_record(resp, rec.tokens.as_ref(), rec.requested_scope.as_deref());
+                rec.tokens = Some(record.clone());
+                rec.updated_at = now_secs();
+                store.put(key, &rec).await?;
+                tracing::debug!(%server, "refreshed");
+                Ok(Token {
+                    server_url: server.to_owned(),
+                    record,
+                })
+            }
+            Err(e) if e.is_invalid_grant() => {
+                // Re-read before deleting anything: a writer that does not take our lock (an
+                // older version, another tool) may have rotated it meanwhile.
+                if let Some(now) = store.get(key).await?
+                    && let Some(t) = &now.tokens
+                    && t.refresh_token
+                        .as_ref()
+                        .is_some_and(|r| !r.ct_eq(&refresh_token))
+                {
+                    return Ok(Token {
+                        server_url: server.to_owned(),
+                        record: t.clone(),
+                    });
+                }
+                rec.tokens = None;
+                rec.updated_at = now_secs();
+                store.put(key, &rec).await?;
+                Err(Error::LoginRequired {
+                    server: server.to_owned(),
+                    reason: format!("the refresh token was refused ({e})"),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn client_credentials_into(
+        &self,
+        rec: &mut ServerRecord,
+        client: &ClientRecord,
+    ) -> Result<Token> {
+        let scope: Option<ScopeSet> = rec.requested_scope.as_deref().and_then(|s| s.parse().ok());
+        let grant = TokenRequest::ClientCredentials {
+            scope: scope.as_ref(),
+            resource: rec.resource.as_deref(),
+        };
+        let resp = request_token(
+            &self.inner.http,
+            Step::ClientCredentials,
+            &rec.token_endpoint,
+            &rec.issuer,
+            client,
+            &grant,
+        )
+        .await?;
+        let record = to_record(resp, None, rec.requested_scope.as_deref());
+        rec.tokens = Some(record.clone());
+        rec.updated_at = now_secs();
+        self.inner
+            .store
+            .put(&server_key(&rec.server_url), rec)
+            .await?;
+        Ok(Token {
+            server_url: rec.server_url.clone(),
+            record,
+        })
+    }
+
+    /// A valid token, logging in when there is none (and interaction is allowed).
+    pub async fn token_or_login(&self, server: &str) -> Result<Token> {
+        match self.token(server).await {
+            Err(Error::LoginRequired { .. }) => self.login(server, None, None).await,
+            other => other,
+        }
+    }
+
+    /// Reacts to a 401 from the MCP server for `rejected`: use a token another process just
+    /// obtained, else refresh, else log in again.
+    pub async fn on_unauthorized(
+        &self,
+        server: &str,
+        rejected: Option<&str>,
+        challenge: Option<Challenge>,
+    ) -> Result<Token> {
+        match self.refresh(server, rejected).await {
+            Err(Error::LoginRequired { .. }) => self.login(server, challenge, None).await,
+            other => other,
+        }
+    }
+
+    /// Reacts to `403 insufficient_scope` (MCP 2025-11-25 "Step-Up Authorization Flow"):
+    /// authorizes again with the union of the scopes held and the scopes the challenge
+    /// names. The caller bounds the number of attempts.
+    pub async fn step_up(&self, server: &str, challenge: Challenge) -> Result<Token> {
+        let (_, _, key) = identify(server, self.inner.opts.allow_http)?;
+        let held: ScopeSet = self
+            .inner
+            .store
+            .get(&key)
+            .await?
+            .and_then(|r| r.tokens.and_then(|t| t.scope).or(r.requested_scope))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_default();
+        let wanted = challenge.scope().unwrap_or_default();
+        let scopes = held.union(&wanted);
+        self.login(server, Some(challenge), Some(scopes)).await
+    }
+
+    /// The full authorization: discovery, registration, the grant, and storing the result.
+    /// `challenge` is the server's `WWW-Authenticate` (probed when `None`); `scopes`
+    /// overrides the scope selection (step-up).
+    pub async fn login(
+        &self,
+        server: &str,
+        challenge: Option<Challenge>,
+        scopes: Option<ScopeSet>,
+    ) -> Result<Token> {
+        let opts = &self.inner.opts;
+        let (url, canonical, key) = identify(server, opts.allow_http)?;
+        let flow = self.login_inner(&url, &canonical, &key, challenge, scopes);
+        tokio::time::timeout(opts.flow_timeout + Duration::from_secs(30), flow)
+            .await
+            .map_err(|_| Error::Timeout {
+                step: Step::Authorization,
+                seconds: opts.flow_timeout.as_secs() + 30,
+            })?
+    }
+
+    async fn login_inner(
+        &self,
+        url: &HttpUrl,
+        canonical: &ResourceUrl,
+        key: &str,
+        challenge: Option<Challenge>,
+        scopes: Option<ScopeSet>,
+    ) -> Result<Token> {
+        let opts = &self.inner.opts;
+        let http = &self.inner.http;
+        let store = &self.inner.store;
+        // One interactive authorization per server at a time, across processes. Whoever
+        // waited here re-reads the store: if another process logged in meanwhile (the token
+        // changed while we waited), its fresh tokens are all we need.
+        let before = store
+            .get(key)
+            .await?
+            .and_then(|r| r.tokens)
+            .map(|t| t.access_token);
+        let _authorizing = store.lock(&format!("{key}-authorize")).await?;
+        if scopes.is_none()
+            && let Some(rec) = store.get(key).await?
+            && let Some(t) = &rec.tokens
+            && t.is_fresh(now_secs(), opts.refresh_skew.as_secs())
+            && before.as_ref().is_none_or(|b| !b.ct_eq(&t.access_token))
+        {
+            return Ok(Token {
+                server_url: canonical.as_str().to_owned(),
+                record: t.clone(),
+            });
+        }
+
+        let challenge = match challenge {
+            Some(c) => Some(c),
+            None => self.probe(url).await?,
+        };
+        let disc = discover(
+            http,
+            url,
+            challenge.as_ref(),
+            &DiscoveryOptions {
+                allow_http: opts.allow_http,
+                issuer_override: None,
+            },
+        )
+        .await?;
+        let resource = match &opts.resource {
+            ResourceMode::Auto => Some(disc.resource.as_str().to_owned()),
+            ResourceMode::Omit => None,
+            ResourceMode::Override(r) => Some(r.clone()),
+        };
+        let scope = scopes.or_else(|| {
+            select_scopes(
+                opts.scopes.as_ref(),
+                challenge.as_ref().and_then(Challenge::scope).as_ref(),
+                disc.resource_metadata
+                    .as_ref()
+                    .and_then(|p| p.scopes())
+                    .as_ref(),
+                disc.metadata.scopes().as_ref(),
+            )
+        });
+        let stored = store.get(key).await?;
+        let stored_client = stored.as_ref().and_then(|r| r.client.as_ref());
+
+        let grant = match opts.grant {
+            GrantKind::Auto => {
+                let machine = opts
+                    .identity
+                    .pre_registered
+                    .as_ref()
+                    .is_some_and(|p| p.client_secret.is_some() || p.private_key_pem.is_some());
+                if machine
+                    && disc.metadata.supports_grant("client_credentials")
+                    && !disc.metadata.supports_grant("authorization_code")
+                {
+                    GrantKind::ClientCredentials
+                } else {
+                    GrantKind::AuthorizationCode
+                }
+            }
+            g => g,
+        };
+        let (client, tokens) = match grant {
+            GrantKind::Auto | GrantKind::ClientCredentials => {
+                let client = ensure_client(
+                    http,
+                    &disc,
+                    &opts.identity,
+                    stored_client,
+                    None,
+                    scope.as_ref().map(ToString::to_string).as_deref(),
+                )
+                .await?;
+                let grant = TokenRequest::ClientCredentials {
+                    scope: scope.as_ref(),
+                    resource: resource.as_deref(),
+                };
+                let resp = request_token(
+                    http,
+                    Step::ClientCredentials,
+                    token_endpoint(&disc)?,
+                    &disc.issuer,
+                    &client,
+                    &grant,
+                )
+                .await?;
+                (client, resp)
+            }
+            GrantKind::AuthorizationCode => {
+                // MCP 2025-11-25 "Authorization Code Protection": no S256, no flow.
+                if !disc.metadata.supports_s256() {
+                    return Err(Error::PkceNotSupported {
+                        issuer: disc.issuer.clone(),
+                    });
+                }
+                self.code_flow(
+                    &disc,
+                    canonical,
+                    stored_client,
+                    scope.as_ref(),
+                    resource.as_deref(),
+                )
+                .await?
+            }
+        };
+
+        let record = to_record(
+            tokens,
+            None,
+            scope.as_ref().map(ToString::to_string).as_deref(),
+        );
+        let _lock = store.lock(key).await?;
+        let previous = store.get(key).await?;
+        let name = opts
+            .name
+            .clone()
+            .or_else(|| previous.as_ref().and_then(|p| p.name.clone()));
+        let rec = ServerRecord {
+            server_url: canonical.as_str().to_owned(),
+            name,
+            resource,
+            issuer: disc.issuer.clone(),
+            token_endpoint: token_endpoint(&disc)?.to_owned(),
+            revocation_endpoint: disc.metadata.revocation_endpoint.clone(),
+            authorization_endpoint: disc.metadata.authorization_endpoint.clone(),
+            requested_scope: scope.as_ref().map(ToString::to_string),
+            client: Some(client),
+            tokens: Some(record.clone()),
+            grant: Some(
+                if grant == GrantKind::ClientCredentials {
+                    "client_credentials"
+                } else {
+                    "authorization_code"
+                }
+                .to_owned(),
+            ),
+            updated_at: now_secs(),
+        };
+        store.put(key, &rec).await?;
+        Ok(Token {
+            server_url: canonical.as_str().to_owned(),
+            record,
+        })
+    }
+
+    async fn code_flow(
+        &self,
+        disc: &Discovered,
+        canonical: &ResourceUrl,
+        stored_client: Option<&ClientRecord>,
+        scope: Option<&ScopeSet>,
+        resource: Option<&str>,
+    ) -> Result<(ClientRecord, mcp_auth_types::TokenResponse)> {
+        let opts = &self.inner.opts;
+        let http = &self.inner.http;
+        let endpoint = disc
+            .metadata
+            .authorization_endpoint
+            .as_deref()
+            .ok_or(Error::Metadata {
+                step: Step::AuthorizationServerMetadata,
+                source: mcp_auth_types::metadata::MetadataError::Missing("authorization_endpoint"),
+            })?;
+        let endpoint =
+            HttpUrl::parse_secure(endpoint, opts.allow_http).map_err(|source| Error::Url {
+                what: "the authorization endpoint".into(),
+                source,
+            })?;
+        let port = opts.redirect.port_for(canonical.as_str());
+        let mut listener = Listener::bind(port, &opts.redirect.path).await?;
+        let redirect_uri = opts.redirect.redirect_uri(listener.port());
+        let scope_str = scope.map(ToString::to_string);
+        let client = ensure_client(
+            http,
+            disc,
+            &opts.identity,
+            stored_client,
+            Some(&redirect_uri),
+            scope_str.as_deref(),
+        )
+        .await?;
+
+        let (verifier, challenge, state) = new_request_secrets();
+        let url = authorization_url(
+            &AuthorizationRequest {
+                endpoint: &endpoint,
+                client_id: &client.client_id,
+                redirect_uri: &redirect_uri,
+                scope,
+                resource,
+                extra: &opts.authorize_params,
+            },
+            &state,
+            &challenge,
+        );
+        let paste = match &opts.interaction {
+            Interaction::Browser(cmd) => {
+                open_browser(cmd.as_deref(), &url)?;
+                false
+            }
+            Interaction::Manual { paste } => {
+                eprintln!("Open this URL in a browser to authorize:\n\n  {url}\n");
+                if *paste {
+                    eprintln!(
+                        "Then paste the URL the browser was redirected to here and press Enter."
+                    );
+                }
+                *paste
+            }
+            Interaction::NonInteractive => {
+                return Err(Error::LoginRequired {
+                    server: canonical.as_str().to_owned(),
+                    reason: "authorization is needed and no user interaction is allowed".into(),
+                });
+            }
+        };
+        let code: AuthorizationCode = wait_for_code(
+            &mut listener,
+            paste,
+            &state,
+            &disc.issuer,
+            disc.metadata.sends_iss(),
+            opts.flow_timeout,
+        )
+        .await?;
+        drop(listener);
+        let grant = TokenRequest::AuthorizationCode {
+            code: &code,
+            redirect_uri: &redirect_uri,
+            verifier: &verifier,
+            resource,
+        };
+        let resp = request_token(
+            http,
+            Step::CodeExchange,
+            token_endpoint(disc)?,
+            &disc.issuer,
+            &client,
+            &grant,
+        )
+        .await?;
+        Ok((client, resp))
+    }
+
+    /// Revokes the server's tokens at the AS (RFC 7009; refresh token first, which revokes
+    /// the grant on most servers, then the access token) and forgets them. Revocation
+    /// failures are returned after the local copy is gone: a user who logs out expects the
+    /// tokens gone from this machine whatever the server says.
+    pub async fn logout(&self, server: &str) -> Result<Vec<Error>> {
+        let rec = self.resolve(server).await?;
+        let key = server_key(&rec.server_url);
+        let _lock = self.inner.store.lock(&key).await?;
+        let rec = self.inner.store.get(&key).await?.unwrap_or(rec);
+        let mut problems = Vec::new();
+        if let (Some(endpoint), Some(client), Some(tokens)) =
+            (&rec.revocation_endpoint, &rec.client, &rec.tokens)
+        {
+            let refresh: Option<&RefreshToken> = tokens.refresh_token.as_ref();
+            if let Some(r) = refresh
+                && let Err(e) = revoke(
+                    &self.inner.http,
+                    endpoint,
+                    &rec.issuer,
+                    client,
+                    r.secret(),
+                    "refresh_token",
+                )
+                .await
+            {
+                problems.push(e);
+            }
+            if let Err(e) = revoke(
+                &self.inner.http,
+                endpoint,
+                &rec.issuer,
+                client,
+                tokens.access_token.secret(),
+                "access_token",
+            )
+            .await
+            {
+                problems.push(e);
+            }
+        }
+        self.inner.store.delete(&key).await?;
+        Ok(problems)
+    }
+
+    /// Forgets a server without contacting anyone.
+    pub async fn forget(&self, server: &str) -> Result<()> {
+        let rec = self.resolve(server).await?;
+        let key = server_key(&rec.server_url);
+        let _lock = self.inner.store.lock(&key).await?;
+        self.inner.store.delete(&key).await?;
+        Ok(())
+    }
+}
+
+fn token_endpoint(disc: &Discovered) -> Result<&str> {
+    disc.metadata
+        .token_endpoint
+        .as_deref()
+        .ok_or(Error::Metadata {
+            step: Step::AuthorizationServerMetadata,
+            source: mcp_auth_types::metadata::MetadataError::Missing("token_endpoint"),
+        })
+}
+
+fn empty_bearer() -> Challenge {
+    Challenge {
+        scheme: "Bearer".into(),
+        token68: None,
+        params: Vec::new(),
+    }
+}
+
+/// The Bearer challenge of a response, if any.
+pub fn challenge_of(headers: &http::HeaderMap) -> Option<Challenge> {
+    find_bearer(
+        headers
+            .get_all(http::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    )
+}
