@@ -1,23 +1,4 @@
 //! The default credential store: one encrypted file per server in a private directory.
-//!
-//! ```text
-//! <dir>/                  0700
-//!   store.key             0600  32 random bytes (absent when the key comes from elsewhere)
-//!   servers/<key>.json    0600  {"v":1,"nonce":"<base64>","ct":"<base64>"}
-//!   locks/<key>.lock      0600  empty; held with an OS file lock during read-modify-write
-//! ```
-//!
-//! Each record is the JSON of a [`ServerRecord`], sealed with XChaCha20-Poly1305 under the
-//! store key with a fresh random 192-bit nonce per write (random nonces of that size never
-//! realistically repeat, so no counter has to be kept consistent across processes). The
-//! associated data is the server key, so a record moved to another server's file name fails
-//! to decrypt instead of handing one server's tokens to another.
-//!
-//! The key is a random 256-bit key, not derived from a passphrase, so reading a token costs
-//! one file read and one AEAD pass (microseconds), which matters to a CLI that runs per
-//! request. The encryption keeps tokens out of backups, sync folders and casual `grep`s; it
-//! does not protect against code running as the same user, who can read the key file too
-//! (an OS keyring does better there: see [`FileStore::open_with_key`]).
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -66,10 +47,32 @@ struct Envelope {
 /// Safe to share between processes: writes are atomic (temporary file, fsync, rename), and
 /// [`lock`](CredentialStore::lock) takes an OS file lock that excludes other processes as
 /// well as other tasks of this one. Cloning is cheap and clones share everything.
+///
+/// ```text
+/// <dir>/                  0700
+///   store.key             0600  32 random bytes (absent when the key comes from elsewhere)
+///   servers/<key>.json    0600  {"v":1,"nonce":"<base64>","ct":"<base64>"}
+///   locks/<key>.lock      0600  empty; held with an OS file lock during read-modify-write
+/// ```
+///
+/// Each record is the JSON of a [`ServerRecord`], sealed with XChaCha20-Poly1305 under the
+/// store key with a fresh random 192-bit nonce per write (random nonces of that size never
+/// realistically repeat, so no counter has to be kept consistent across processes). The
+/// associated data is the server key, so a record moved to another server's file name fails
+/// to decrypt instead of handing one server's tokens to another.
+///
+/// The key is a random 256-bit key, not derived from a passphrase, so reading a token costs
+/// one file read and one AEAD pass (microseconds), which matters to a CLI that runs per
+/// request. The encryption keeps tokens out of backups, sync folders and casual `grep`s; it
+/// does not protect against code running as the same user, who can read the key file too
+/// (an OS keyring does better there: see [`open_with_key`](FileStore::open_with_key)).
 #[derive(Clone)]
 pub struct FileStore {
     inner: Arc<Inner>,
 }
+
+/// A server key with its record, or why it cannot be read.
+type Entry = (String, Result<ServerRecord, StoreError>);
 
 struct Inner {
     dir: PathBuf,
@@ -104,6 +107,8 @@ impl FileStore {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let (dir, locks) = prepare_dirs(dir.into())?;
         let key = load_or_create_key(&dir.join(KEY_FILE))?;
+        // A process killed while creating the key file leaves its temporary file here.
+        sweep_stale_tmp(&dir);
         Ok(Self::with_key(dir, locks, &key))
     }
 
@@ -194,8 +199,7 @@ impl Inner {
 
     /// Every record file, read and decrypted one by one, with the failures kept per key so
     /// the caller can skip them. Sweeps temporary files left by writers that died.
-    #[allow(clippy::type_complexity)]
-    fn read_all(&self) -> Result<Vec<(String, Result<ServerRecord, StoreError>)>, StoreError> {
+    fn read_all(&self) -> Result<Vec<Entry>, StoreError> {
         let now = SystemTime::now();
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.servers).map_err(io_err(&self.servers))? {
@@ -293,6 +297,23 @@ fn prepare_dirs(dir: PathBuf) -> Result<(PathBuf, LockDir), StoreError> {
     ensure_private_dir(&dir.join(SERVERS_DIR))?;
     let locks = LockDir::open(&dir.join(LOCKS_DIR))?;
     Ok((dir, locks))
+}
+
+/// Removes the stale temporary files of `dir`. Best effort, like [`remove_if_stale`].
+fn sweep_stale_tmp(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let now = SystemTime::now();
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(TMP_PREFIX))
+        {
+            remove_if_stale(&entry.path(), now);
+        }
+    }
 }
 
 /// Removes a temporary file left by a writer that was killed. Best effort: a failure only
@@ -965,6 +986,25 @@ mod tests {
         assert_eq!(token_of(&store.get("k").await.unwrap().unwrap()), "new");
     }
 
+    /// What a process killed while creating the key file leaves.
+    #[test]
+    fn a_stale_key_temporary_file_is_swept_on_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        FileStore::open(&dir).unwrap();
+        let stale = dir.join(format!("{TMP_PREFIX}dead.key"));
+        fs::write(&stale, [0u8; KEY_LEN]).unwrap();
+        let old = SystemTime::now() - 2 * STALE_TMP_AGE;
+        File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        FileStore::open(&dir).unwrap();
+        assert!(!stale.exists());
+    }
+
     /// A reader racing a writer sees a whole record every time.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn readers_never_see_a_torn_record() {
@@ -1084,37 +1124,5 @@ mod tests {
             !shown.to_lowercase().contains("a5a5") && !shown.contains("paWl"),
             "{shown}"
         );
-    }
-}
-#[cfg(test)]
-mod perf_tmp {
-    use super::*;
-    use crate::store::conformance::sample_record;
-    #[tokio::test(flavor = "multi_thread")]
-    async fn perf_tmp_get() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = FileStore::open(tmp.path()).unwrap();
-        store
-            .put("k", &sample_record("https://mcp.example", "t"))
-            .await
-            .unwrap();
-        let n = 2000;
-        let t = std::time::Instant::now();
-        for _ in 0..n {
-            store.get("k").await.unwrap();
-        }
-        eprintln!("get avg {:?}", t.elapsed() / n);
-        let t = std::time::Instant::now();
-        for _ in 0..200 {
-            store
-                .put("k", &sample_record("https://mcp.example", "t"))
-                .await
-                .unwrap();
-        }
-        eprintln!("put avg {:?}", t.elapsed() / 200);
-        let t = std::time::Instant::now();
-        let s2 = FileStore::open(tmp.path()).unwrap();
-        s2.get("k").await.unwrap();
-        eprintln!("open+get {:?}", t.elapsed());
     }
 }

@@ -1,30 +1,8 @@
 //! The OS keyring (macOS Keychain, Windows Credential Manager, Secret Service, ...) as a
 //! credential store, and as the home of the [`FileStore`](super::FileStore) key.
 //!
-//! This module talks to whatever `keyring-core` store the program installed as the default;
-//! `keyring-core` itself ships only a mock and a sample store. A binary that wants the real
-//! OS keyring adds the store crate of each platform and installs it once at startup, before
-//! any store here is used, falling back to the key file when that fails (no D-Bus session
-//! on a headless Linux machine, for one):
-//!
-//! ```ignore
-//! // Cargo.toml: apple-native-keyring-store (macOS), windows-native-keyring-store (Windows),
-//! // dbus-secret-service-keyring-store or zbus-secret-service-keyring-store (Linux).
-//! #[cfg(target_os = "macos")]
-//! let store = apple_native_keyring_store::keychain::Store::new();
-//! #[cfg(target_os = "windows")]
-//! let store = windows_native_keyring_store::Store::new();
-//! #[cfg(target_os = "linux")]
-//! let store = zbus_secret_service_keyring_store::Store::new();
-//! match store {
-//!     Ok(store) => keyring_core::set_default_store(store),
-//!     Err(e) => tracing::info!("no OS keyring ({e}); using the key file"),
-//! }
-//! let store = match mcp_auth_client::store::store_key_from_keyring()? {
-//!     Some(key) => FileStore::open_with_key(dir, key)?,
-//!     None => FileStore::open(dir)?,
-//! };
-//! ```
+//! Both talk to whatever `keyring-core` store the program installed as the default; see
+//! [`store_key_from_keyring`] for how a binary installs the OS one.
 //!
 //! Keyring calls are synchronous and may block (on D-Bus, or on an unlock prompt): the
 //! [`KeyringStore`] methods run them on Tokio's blocking pool.
@@ -57,10 +35,10 @@ const INDEX_LOCK: &str = ".index";
 /// `mcp-auth`, user `store-key`, 32 random bytes in base64), created on first use.
 ///
 /// Returns `Ok(None)` when no keyring is available: no default `keyring-core` store has
-/// been installed (see the [module docs](self) for how a binary installs one), or the
-/// installed store does not keep secrets on disk (a mock, or a kernel keyring that forgets
-/// them at reboot, which would make every stored record undecryptable). The caller then
-/// uses the key file ([`FileStore::open`](super::FileStore::open)).
+/// been installed (see below for how a binary installs one), or the installed store does
+/// not keep secrets on disk (a mock, or a kernel keyring that forgets them at reboot, which
+/// would make every stored record undecryptable). The caller then uses the key file
+/// ([`FileStore::open`](super::FileStore::open)).
 ///
 /// Blocking: call it at startup or from `spawn_blocking`.
 ///
@@ -69,6 +47,34 @@ const INDEX_LOCK: &str = ".index";
 /// Two processes creating the key at the same moment on first use could also end up with
 /// different keys, as keyrings have no create-if-absent; create it once (at `login`) before
 /// starting concurrent clients.
+///
+/// # Installing the OS keyring
+///
+/// This crate talks to whatever `keyring-core` store the program installed as the default;
+/// `keyring-core` itself ships only a mock and a sample store. A binary that wants the real
+/// OS keyring adds the store crate of each platform and installs it once at startup, before
+/// any store here is used, falling back to the key file when that fails (no D-Bus session
+/// on a headless Linux machine, for one):
+///
+/// ```ignore
+/// use mcp_auth_client::store::{FileStore, store_key_from_keyring};
+/// // Cargo.toml: apple-native-keyring-store (macOS), windows-native-keyring-store (Windows),
+/// // dbus-secret-service-keyring-store or zbus-secret-service-keyring-store (Linux).
+/// #[cfg(target_os = "macos")]
+/// let store = apple_native_keyring_store::keychain::Store::new();
+/// #[cfg(target_os = "windows")]
+/// let store = windows_native_keyring_store::Store::new();
+/// #[cfg(target_os = "linux")]
+/// let store = dbus_secret_service_keyring_store::Store::new();
+/// match store {
+///     Ok(store) => keyring_core::set_default_store(store),
+///     Err(e) => tracing::info!("no OS keyring ({e}); using the key file"),
+/// }
+/// let store = match store_key_from_keyring()? {
+///     Some(key) => FileStore::open_with_key(dir, key)?,
+///     None => FileStore::open(dir)?,
+/// };
+/// ```
 ///
 /// # Errors
 ///
