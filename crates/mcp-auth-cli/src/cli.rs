@@ -92,7 +92,7 @@ pub enum Command {
 }
 
 /// How to authorize.
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Args)]
 pub struct AuthArgs {
     /// Store the server under this short name.
     #[arg(long)]
@@ -177,6 +177,20 @@ pub struct AuthArgs {
     /// Deadline of the whole authorization (browser included), seconds.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub auth_timeout: u64,
+}
+
+impl Default for AuthArgs {
+    /// The same defaults as on the command line (commands like `token` take no auth flags).
+    fn default() -> Self {
+        use clap::FromArgMatches as _;
+        let cmd = <AuthArgs as Args>::augment_args(clap::Command::new("defaults"));
+        // No arguments: only defaults (and environment variables) apply, which cannot fail
+        // to parse unless the definitions above are wrong — a bug caught by every test.
+        let matches = cmd
+            .try_get_matches_from(["defaults"])
+            .expect("AuthArgs defaults parse");
+        AuthArgs::from_arg_matches(&matches).expect("AuthArgs defaults convert")
+    }
 }
 
 /// Where everything lives: `MCP_AUTH_HOME` or the platform's data directory.

@@ -83,8 +83,8 @@ pub enum Error {
     OAuth {
         /// Step.
         step: Step,
-        /// The error response.
-        error: ErrorResponse,
+        /// The error response (boxed: it is large and rare).
+        error: Box<ErrorResponse>,
     },
     /// A body was larger than the limit.
     #[error("{step}: the response from {url} exceeds {limit} bytes")]

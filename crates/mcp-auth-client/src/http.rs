@@ -179,7 +179,10 @@ impl Http {
             return parse_json(step, url, &body);
         }
         if let Ok(error) = serde_json::from_slice::<ErrorResponse>(&body) {
-            return Err(Error::OAuth { step, error });
+            return Err(Error::OAuth {
+                step,
+                error: Box::new(error),
+            });
         }
         Err(Error::Status {
             step,

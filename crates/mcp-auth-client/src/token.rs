@@ -216,7 +216,7 @@ pub async fn revoke(
     match serde_json::from_slice(&body) {
         Ok(error) => Err(Error::OAuth {
             step: Step::Revocation,
-            error,
+            error: Box::new(error),
         }),
         Err(_) => Err(Error::Status {
             step: Step::Revocation,
