@@ -1039,7 +1039,11 @@ mod metadata_json {
         let text = serde_json::to_string(&t).unwrap();
         let back: T =
             serde_json::from_str(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        prop_assert_eq!(extra_of(&back), extras);
+        // Through text, compare with what serde_json itself reads back: without its
+        // `float_roundtrip` feature it may move a float by one ULP, which is not ours to fix.
+        let reread: Map<String, Value> =
+            serde_json::from_str(&serde_json::to_string(extras).unwrap()).unwrap();
+        prop_assert_eq!(extra_of(&back), &reread);
         Ok(())
     }
 
@@ -1147,7 +1151,8 @@ mod pkce {
             let changed = String::from_utf8(changed).unwrap();
             prop_assert_eq!(ch.verify(&changed), changed == v.secret());
             prop_assert!(!ch.verify(&v.secret()[..i]));
-            prop_assert!(!ch.verify(&format!("{}{}", v.secret(), replacement as char)));
+            let longer = format!("{}{}", v.secret(), replacement as char);
+            prop_assert!(!ch.verify(&longer));
             prop_assert!(!ch.verify(ch.as_str()));
             prop_assert_eq!(ch.verify(&s), s == v.secret());
         }
