@@ -96,6 +96,17 @@ impl Default for ClientOptions {
     }
 }
 
+/// What a caller of `refresh_locked` needs.
+#[derive(Clone, Copy)]
+enum Need<'a> {
+    /// A token that is not about to expire.
+    Fresh,
+    /// A token other than this one, which the server refused.
+    Replace(&'a str),
+    /// A newly refreshed token, whatever is stored.
+    New,
+}
+
 /// A valid token, ready for an `Authorization` header.
 #[derive(Debug, Clone)]
 pub struct Token {
@@ -247,20 +258,23 @@ impl OAuthClient {
                 record: t.clone(),
             });
         }
-        self.refresh_locked(&key, canonical.as_str(), None).await
+        self.refresh_locked(&key, canonical.as_str(), Need::Fresh)
+            .await
     }
 
     /// Forces a refresh (e.g. after the server said 401 to `rejected`, the token it was
     /// sent). If another process already replaced `rejected`, its token is used instead.
     pub async fn refresh(&self, server: &str, rejected: Option<&str>) -> Result<Token> {
         let (_, canonical, key) = identify(server, self.inner.opts.allow_http)?;
-        self.refresh_locked(&key, canonical.as_str(), Some(rejected.unwrap_or("")))
-            .await
+        let need = match rejected {
+            Some(r) => Need::Replace(r),
+            None => Need::New,
+        };
+        self.refresh_locked(&key, canonical.as_str(), need).await
     }
 
     /// Under the server's lock: re-read, and refresh only if what is stored still needs it.
-    /// `force`: `Some(token)` means the server rejected `token` (empty: refresh regardless).
-    async fn refresh_locked(&self, key: &str, server: &str, force: Option<&str>) -> Result<Token> {
+    async fn refresh_locked(&self, key: &str, server: &str, need: Need<'_>) -> Result<Token> {
         let store = &self.inner.store;
         let _lock = store.lock(key).await?;
         let Some(mut rec) = store.get(key).await? else {
@@ -271,8 +285,14 @@ impl OAuthClient {
         };
         let skew = self.inner.opts.refresh_skew.as_secs();
         if let Some(t) = &rec.tokens {
-            let replaced = force.is_some_and(|f| !f.is_empty() && t.access_token.secret() != f);
-            if (force.is_none() && t.is_fresh(now_secs(), skew)) || replaced {
+            let fresh = t.is_fresh(now_secs(), skew);
+            let usable = match need {
+                Need::Fresh => fresh,
+                // Someone already replaced the token the server refused.
+                Need::Replace(rejected) => fresh && t.access_token.secret() != rejected,
+                Need::New => false,
+            };
+            if usable {
                 return Ok(Token {
                     server_url: server.to_owned(),
                     record: t.clone(),
@@ -395,7 +415,15 @@ impl OAuthClient {
         rejected: Option<&str>,
         challenge: Option<Challenge>,
     ) -> Result<Token> {
-        match self.refresh(server, rejected).await {
+        let (_, canonical, key) = identify(server, self.inner.opts.allow_http)?;
+        // Nothing sent: a fresh stored token (another process may have just logged in) is
+        // the answer; a rejected token: anything newer than it, else a refresh.
+        let need = match rejected {
+            Some(r) => Need::Replace(r),
+            None => Need::Fresh,
+        };
+        let attempt = self.refresh_locked(&key, canonical.as_str(), need).await;
+        match attempt {
             Err(Error::LoginRequired { .. }) => self.login(server, challenge, None).await,
             other => other,
         }
@@ -459,11 +487,16 @@ impl OAuthClient {
             .and_then(|r| r.tokens)
             .map(|t| t.access_token);
         let _authorizing = store.lock(&format!("{key}-authorize")).await?;
-        if scopes.is_none()
-            && let Some(rec) = store.get(key).await?
+        if let Some(rec) = store.get(key).await?
             && let Some(t) = &rec.tokens
             && t.is_fresh(now_secs(), opts.refresh_skew.as_secs())
             && before.as_ref().is_none_or(|b| !b.ct_eq(&t.access_token))
+            && scopes.as_ref().is_none_or(|wanted| {
+                t.scope
+                    .as_deref()
+                    .and_then(|s| s.parse::<ScopeSet>().ok())
+                    .is_some_and(|held| held.is_superset(wanted))
+            })
         {
             return Ok(Token {
                 server_url: canonical.as_str().to_owned(),
@@ -522,6 +555,14 @@ impl OAuthClient {
             }
             g => g,
         };
+        if grant == GrantKind::AuthorizationCode
+            && matches!(opts.interaction, Interaction::NonInteractive)
+        {
+            return Err(Error::LoginRequired {
+                server: canonical.as_str().to_owned(),
+                reason: "authorization is needed and no user interaction is allowed".into(),
+            });
+        }
         let (client, tokens) = match grant {
             GrantKind::Auto | GrantKind::ClientCredentials => {
                 let client = ensure_client(

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 use common::*;
 use mcp_auth_client::registration::PreRegistered;
 use mcp_auth_client::store::Registration;
-use mcp_auth_client::{ClientIdentity, ClientOptions, Error, GrantKind, RedirectConfig};
+use mcp_auth_client::{
+    ClientIdentity, ClientOptions, Error, GrantKind, Interaction, OAuthClient, RedirectConfig,
+};
 use mcp_auth_testkit::{ClientConfig, Config, TestServer};
-use mcp_auth_types::ClientSecret;
+use mcp_auth_types::{AuthMethod, ClientMetadata, ClientSecret};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -35,7 +37,10 @@ async fn login_registers_a_native_client_and_the_token_serves_mcp_calls() {
         token.record.access_token.secret()
     );
     assert!(tokens.refresh_token.is_some());
-    assert_eq!(token.authorization_header().split(' ').next(), Some("Bearer"));
+    assert_eq!(
+        token.authorization_header().split(' ').next(),
+        Some("Bearer")
+    );
 
     let stats = server.stats();
     assert_eq!(stats.registrations, 1);
@@ -59,7 +64,10 @@ async fn login_registers_a_native_client_and_the_token_serves_mcp_calls() {
     assert_eq!(stats.code_exchanges, 1);
     let exchange = &stats.token_requests_for("authorization_code")[0];
     assert_eq!(exchange.param("resource"), Some(url.as_str()));
-    assert_eq!(exchange.client_id.as_deref(), Some(client.client_id.as_str()));
+    assert_eq!(
+        exchange.client_id.as_deref(),
+        Some(client.client_id.as_str())
+    );
 
     let mcp = session(&oauth, &url);
     mcp.connect().await.expect("connect");
@@ -82,7 +90,11 @@ async fn login_registers_a_native_client_and_the_token_serves_mcp_calls() {
         token.record.access_token.secret()
     );
     let stats = server.stats();
-    assert_eq!(stats.token_requests.len(), 1, "no token request after login");
+    assert_eq!(
+        stats.token_requests.len(),
+        1,
+        "no token request after login"
+    );
     assert_eq!(stats.authorization_requests.len(), 1);
     assert_eq!(stats.unauthorized_responses, 1, "only the login's probe");
 }
@@ -131,7 +143,11 @@ async fn logout_revokes_at_the_authorization_server_and_forgets_the_server() {
 
     let problems = oauth.logout(&url).await.expect("logout");
     assert!(problems.is_empty(), "{problems:?}");
-    assert_eq!(server.stats().revocations, 2, "refresh token, then access token");
+    assert_eq!(
+        server.stats().revocations,
+        2,
+        "refresh token, then access token"
+    );
     assert!(oauth.store().get(&key_of(&url)).await.unwrap().is_none());
     assert!(oauth.store().list().await.unwrap().is_empty());
 
@@ -271,7 +287,10 @@ async fn client_credentials_get_a_token_without_any_authorization_request() {
         ..options(marker_browser(&marker))
     });
 
-    let token = oauth.login(&url, None, None).await.expect("client credentials");
+    let token = oauth
+        .login(&url, None, None)
+        .await
+        .expect("client credentials");
     assert!(token.record.refresh_token.is_none());
     let stats = server.stats();
     assert_eq!(stats.client_credentials, 1);
@@ -309,4 +328,225 @@ async fn client_credentials_get_a_token_without_any_authorization_request() {
     assert_eq!(stats.client_credentials, 2);
     assert_eq!(stats.authorizations, 0);
     assert!(!marker.exists());
+}
+
+/// Logs in to a server started with `config` through the middleware and calls `echo`.
+async fn echo_through(config: Config, opts: ClientOptions) -> (TestServer, OAuthClient, String) {
+    let server = TestServer::start(config).await;
+    let url = server.mcp_url();
+    let oauth = memory_client(opts);
+    let echoed = session(&oauth, &url)
+        .call_tool("echo", json!({"text": "variant"}))
+        .await
+        .expect("echo");
+    assert_eq!(tool_text(&echoed), "variant");
+    assert_eq!(server.stats().authorizations, 1);
+    (server, oauth, url)
+}
+
+#[tokio::test]
+async fn issuer_with_a_path_is_found_by_path_insertion() {
+    let (server, oauth, url) = echo_through(
+        Config {
+            issuer_path: "/tenant1".into(),
+            ..Config::default()
+        },
+        options(curl_browser()),
+    )
+    .await;
+    assert_eq!(record(&oauth, &url).await.issuer, server.issuer());
+    assert!(server.issuer().ends_with("/tenant1"));
+}
+
+#[tokio::test]
+async fn root_resource_metadata_without_a_challenge_pointer_is_found() {
+    let (server, oauth, url) = echo_through(
+        Config {
+            prm_at_path: false,
+            prm_at_root: true,
+            challenge_resource_metadata: false,
+            ..Config::default()
+        },
+        options(curl_browser()),
+    )
+    .await;
+    assert_eq!(record(&oauth, &url).await.issuer, server.issuer());
+}
+
+#[tokio::test]
+async fn sse_answers_and_strict_accept_are_handled() {
+    echo_through(
+        Config {
+            sse_responses: true,
+            strict_accept: true,
+            ..Config::default()
+        },
+        options(curl_browser()),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn oidc_only_metadata_is_found() {
+    echo_through(
+        Config {
+            as_metadata_oauth: false,
+            ..Config::default()
+        },
+        options(curl_browser()),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn oidc_discovery_appended_to_the_issuer_path_is_found() {
+    let (server, oauth, url) = echo_through(
+        Config {
+            issuer_path: "/tenant1".into(),
+            as_metadata_oauth: false,
+            as_metadata_oidc: false,
+            as_metadata_oidc_appended: true,
+            ..Config::default()
+        },
+        options(curl_browser()),
+    )
+    .await;
+    assert_eq!(record(&oauth, &url).await.issuer, server.issuer());
+}
+
+#[tokio::test]
+async fn registration_answer_decides_the_token_endpoint_auth_method() {
+    let (server, oauth, url) = echo_through(
+        Config {
+            registration_forced_auth_method: Some(AuthMethod::ClientSecretPost),
+            ..Config::default()
+        },
+        options(curl_browser()),
+    )
+    .await;
+    let client = record(&oauth, &url).await.client.unwrap();
+    assert_eq!(client.auth_method, AuthMethod::ClientSecretPost);
+    assert!(client.client_secret.is_some());
+    expire_stored_token(&oauth, &url).await;
+    oauth.token(&url).await.expect("refresh");
+    let stats = server.stats();
+    assert_eq!(stats.refreshes, 1);
+    assert!(
+        stats
+            .token_requests
+            .iter()
+            .all(|r| r.auth_method == "client_secret_post" && r.status == 200),
+        "{:?}",
+        stats.token_requests
+    );
+}
+
+#[tokio::test]
+async fn pre_registered_public_client_logs_in_without_registration() {
+    let config = Config {
+        registration_enabled: false,
+        clients: vec![ClientConfig::public(
+            "pre-public",
+            &["http://127.0.0.1/callback"],
+        )],
+        ..Config::default()
+    };
+    let opts = ClientOptions {
+        identity: ClientIdentity {
+            pre_registered: Some(PreRegistered {
+                client_id: "pre-public".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..options(curl_browser())
+    };
+    let (server, oauth, url) = echo_through(config, opts).await;
+    let stats = server.stats();
+    assert!(stats.registration_requests.is_empty());
+    assert_eq!(
+        param(&stats.authorization_requests[0], "client_id"),
+        Some("pre-public")
+    );
+    let client = record(&oauth, &url).await.client.unwrap();
+    assert_eq!(client.registration, Registration::PreRegistered);
+}
+
+#[tokio::test]
+async fn client_id_metadata_document_is_used_when_the_as_accepts_it() {
+    let doc_url = "https://client.example.com/mcp-auth.json";
+    let document = ClientMetadata {
+        client_id: Some(doc_url.into()),
+        redirect_uris: vec!["http://127.0.0.1/callback".into()],
+        token_endpoint_auth_method: Some(AuthMethod::None),
+        ..Default::default()
+    };
+    let config = Config {
+        client_id_metadata_document_supported: true,
+        client_metadata_documents: vec![(doc_url.into(), document)],
+        ..Config::default()
+    };
+    let opts = ClientOptions {
+        identity: ClientIdentity {
+            metadata_document_url: Some(doc_url.into()),
+            ..Default::default()
+        },
+        ..options(curl_browser())
+    };
+    let (server, oauth, url) = echo_through(config, opts).await;
+    let stats = server.stats();
+    assert!(stats.registration_requests.is_empty());
+    assert_eq!(
+        param(&stats.authorization_requests[0], "client_id"),
+        Some(doc_url)
+    );
+    let client = record(&oauth, &url).await.client.unwrap();
+    assert_eq!(client.registration, Registration::MetadataDocument);
+}
+
+/// Regression: a client that may not interact with the user still registered a new client
+/// at the authorization server (and bound a callback port) on every call before reporting
+/// `LoginRequired`, so an agent polling without a login flooded the AS with registrations.
+#[tokio::test]
+async fn non_interactive_middleware_reports_login_required_without_registering() {
+    let server = TestServer::start(Config::default()).await;
+    let url = server.mcp_url();
+    let oauth = memory_client(options(Interaction::NonInteractive));
+    for _ in 0..2 {
+        let err = session(&oauth, &url)
+            .call_tool("echo", json!({"text": "x"}))
+            .await
+            .expect_err("no user to log in");
+        assert!(matches!(err, Error::LoginRequired { .. }), "{err:?}");
+    }
+    let stats = server.stats();
+    assert!(stats.authorization_requests.is_empty());
+    assert_eq!(
+        stats.registration_requests.len(),
+        0,
+        "nothing to register for: no authorization can follow"
+    );
+}
+
+/// Regression: a non-interactive call whose (derived or fixed) callback port is held by an
+/// interactive login in progress failed with `CallbackPort` instead of `LoginRequired`.
+#[tokio::test]
+async fn non_interactive_login_does_not_need_the_callback_port() {
+    let server = TestServer::start(Config::default()).await;
+    let url = server.mcp_url();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let oauth = memory_client(ClientOptions {
+        redirect: RedirectConfig {
+            port: Some(port),
+            ..Default::default()
+        },
+        ..options(Interaction::NonInteractive)
+    });
+    let result = oauth.token_or_login(&url).await;
+    assert!(
+        matches!(result, Err(Error::LoginRequired { .. })),
+        "expected LoginRequired, got {result:?}"
+    );
+    drop(taken);
 }

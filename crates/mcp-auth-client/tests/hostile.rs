@@ -214,7 +214,12 @@ fn client_ids_seen(stats: &Stats) -> Vec<String> {
         .authorization_requests
         .iter()
         .filter_map(|r| param(r, "client_id").map(str::to_owned))
-        .chain(stats.token_requests.iter().filter_map(|r| r.client_id.clone()))
+        .chain(
+            stats
+                .token_requests
+                .iter()
+                .filter_map(|r| r.client_id.clone()),
+        )
         .collect();
     seen.sort();
     seen.dedup();
@@ -248,7 +253,7 @@ async fn dynamic_client_is_not_reused_at_another_authorization_server() {
     assert_ne!(new.client_id, old.client_id);
     let stats = b.stats();
     assert_eq!(stats.registrations, 1);
-    assert_eq!(client_ids_seen(&stats), [new.client_id.clone()]);
+    assert_eq!(client_ids_seen(&stats), [new.client_id]);
     assert_eq!(a.stats().authorizations, 1, "nothing more went to A");
 }
 

@@ -110,7 +110,10 @@ async fn unauthorized_mcp_call_with_a_fresh_looking_token_refreshes_and_succeeds
     assert_eq!(stats.refreshes, 1);
     assert_eq!(stats.authorizations, 1, "a refresh, not a new login");
     assert_eq!(stats.refresh_reuse_detected, 0);
-    assert_eq!(stats.unauthorized_responses, 2, "the login's probe, then the 401");
+    assert_eq!(
+        stats.unauthorized_responses, 2,
+        "the login's probe, then the 401"
+    );
     let after = record(&oauth, &url).await.tokens.unwrap();
     assert_ne!(after.access_token.secret(), before.access_token.secret());
     assert_ne!(
@@ -242,4 +245,32 @@ async fn middleware_logs_in_again_after_invalid_grant() {
     let stats = server.stats();
     assert_eq!(stats.authorizations, 2);
     assert!(record(&oauth, &url).await.tokens.is_some());
+}
+
+#[tokio::test]
+async fn refresh_without_rotation_keeps_the_refresh_token() {
+    let server = TestServer::start(Config {
+        rotate_refresh_tokens: false,
+        ..Config::default()
+    })
+    .await;
+    let url = server.mcp_url();
+    let oauth = memory_client(options(curl_browser()));
+    oauth.login(&url, None, None).await.expect("login");
+    let before = record(&oauth, &url).await.tokens.unwrap();
+
+    for round in 1..=2 {
+        server.expire_access_tokens();
+        expire_stored_token(&oauth, &url).await;
+        oauth.token(&url).await.expect("refresh");
+        assert_eq!(server.stats().refreshes, round);
+    }
+    let after = record(&oauth, &url).await.tokens.unwrap();
+    assert_ne!(after.access_token.secret(), before.access_token.secret());
+    assert_eq!(
+        after.refresh_token.unwrap().secret(),
+        before.refresh_token.unwrap().secret(),
+        "a refresh response without a refresh token keeps the old one (RFC 6749 §6)"
+    );
+    assert_eq!(server.stats().refresh_reuse_detected, 0);
 }

@@ -23,7 +23,10 @@ async fn insufficient_scope_steps_up_to_the_union_and_succeeds() {
     oauth.login(&url, None, None).await.expect("login");
     let first = server.stats().authorization_requests[0].clone();
     let first_scopes = scopes_of(param(&first, "scope"));
-    assert!(first_scopes.contains(&"mcp:read".to_owned()), "{first_scopes:?}");
+    assert!(
+        first_scopes.contains(&"mcp:read".to_owned()),
+        "{first_scopes:?}"
+    );
     assert!(!first_scopes.contains(&"admin".to_owned()));
 
     let mcp = session(&oauth, &url);

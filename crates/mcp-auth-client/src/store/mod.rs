@@ -114,8 +114,14 @@ pub struct TokenRecord {
 impl TokenRecord {
     /// Whether the access token is still usable `skew` seconds from now. Tokens without
     /// an expiry are assumed valid until the server says otherwise (401).
+    ///
+    /// The skew is capped at half the token's lifetime, so a server that issues tokens
+    /// shorter than the skew does not get a refresh on every call.
     pub fn is_fresh(&self, now: u64, skew: u64) -> bool {
-        self.expires_at.is_none_or(|e| now + skew < e)
+        self.expires_at.is_none_or(|e| {
+            let skew = skew.min(e.saturating_sub(self.obtained_at) / 2);
+            now + skew < e
+        })
     }
 }
 
