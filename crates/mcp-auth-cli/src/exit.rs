@@ -34,9 +34,10 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
     };
     match e {
         Error::LoginRequired { .. } => LOGIN_REQUIRED,
-        Error::AuthorizationDenied { .. } | Error::StepUpExhausted { .. } | Error::OAuth { .. } => {
-            REFUSED
-        }
+        Error::AuthorizationDenied { .. }
+        | Error::StepUpExhausted { .. }
+        | Error::AuthorizationStorm { .. }
+        | Error::OAuth { .. } => REFUSED,
         Error::Metadata { .. }
         | Error::Url { .. }
         | Error::PkceNotSupported { .. }

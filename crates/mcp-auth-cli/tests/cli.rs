@@ -439,3 +439,33 @@ async fn busy_callback_port_is_a_clear_error() {
     );
     assert_eq!(server.stats().authorizations, 0);
 }
+
+/// A redirect URI naming `localhost` works whichever loopback address the browser picks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn localhost_redirect_uri() {
+    let server = TestServer::start(Config::default()).await;
+    let (_d, home) = home();
+    let o = run(
+        &home,
+        &[
+            "login",
+            &server.mcp_url(),
+            "--browser",
+            BROWSER,
+            "--callback-port",
+            "0",
+            "--callback-host",
+            "localhost",
+        ],
+    )
+    .await;
+    ok(&o);
+    let s = server.stats();
+    let redirect = s.authorization_requests[0]
+        .iter()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert!(redirect.starts_with("http://localhost:"), "{redirect}");
+    assert_eq!(s.code_exchanges, 1);
+}

@@ -138,40 +138,54 @@ pub fn authorization_url(
 /// A bound loopback listener waiting for one redirect.
 pub struct Listener {
     rx: mpsc::Receiver<String>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    shutdown: Option<tokio::sync::watch::Sender<bool>>,
     port: u16,
 }
 
 impl Listener {
     /// Binds `127.0.0.1:port` (port 0 picks a free one). A busy port is an error: the
-    /// redirect URI must stay what was registered, so there is no silent fallback.
+    /// redirect URI must stay what was registered, so there is no silent fallback. With
+    /// `also_ipv6` (a redirect URI naming `localhost`, which browsers may resolve to `::1`)
+    /// the same port on `[::1]` is served too, when the machine has IPv6 loopback.
     pub async fn bind(port: u16, path: &str) -> Result<Self> {
+        Self::bind_dual(port, path, false).await
+    }
+
+    /// [`Listener::bind`] with the IPv6 choice explicit.
+    pub async fn bind_dual(port: u16, path: &str, also_ipv6: bool) -> Result<Self> {
         let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
-        let listener = tokio::net::TcpListener::bind(addr)
+        let busy = |source| Error::CallbackPort {
+            addr: addr.to_string(),
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(busy)?;
+        let port = listener.local_addr().map_err(busy)?.port();
+        let v6 = if also_ipv6 {
+            tokio::net::TcpListener::bind(SocketAddr::new(
+                IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+                port,
+            ))
             .await
-            .map_err(|source| Error::CallbackPort {
-                addr: addr.to_string(),
-                source,
-            })?;
-        let port = listener
-            .local_addr()
-            .map_err(|source| Error::CallbackPort {
-                addr: addr.to_string(),
-                source,
-            })?
-            .port();
+            .ok()
+        } else {
+            None
+        };
         let (tx, rx) = mpsc::channel(8);
         let app = axum::Router::new()
             .route(path, axum::routing::get(callback))
             .with_state(tx);
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stop_rx.await;
-                })
-                .await;
-        });
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        for l in std::iter::once(listener).chain(v6) {
+            let app = app.clone();
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                let _ = axum::serve(l, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+            });
+        }
         Ok(Self {
             rx,
             shutdown: Some(stop_tx),
@@ -193,7 +207,7 @@ impl Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
     }
 }

@@ -1,7 +1,8 @@
 //! [`OAuthClient`]: the whole dance for one user and many servers, over a shared store.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mcp_auth_types::challenge::{Challenge, find_bearer};
 use mcp_auth_types::{
@@ -141,7 +142,19 @@ struct Inner {
     http: Http,
     store: Arc<dyn CredentialStore>,
     opts: ClientOptions,
+    /// When each server was last sent through an authorization, for the storm brake.
+    recent_logins: std::sync::Mutex<HashMap<String, VecDeque<Instant>>>,
 }
+
+/// At most this many authorizations per server within [`STORM_WINDOW`] from one client: a
+/// server that rejects every token it is given must not open browser tab after browser tab.
+/// (The MCP flows that legitimately chain authorizations — an initial login, two step-ups,
+/// an authorization server migration — stay well below it.)
+const STORM_LIMIT: usize = 6;
+const STORM_WINDOW: Duration = Duration::from_secs(60);
+/// A token obtained this recently is not refreshed again merely for being near expiry: a
+/// server that issues tokens that expire at once must not get a refresh per call.
+const MIN_REFRESH_INTERVAL: u64 = 5;
 
 impl std::fmt::Debug for OAuthClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -177,6 +190,7 @@ impl OAuthClient {
                 http: Http::new(http)?,
                 store,
                 opts,
+                recent_logins: std::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -286,8 +300,10 @@ impl OAuthClient {
         let skew = self.inner.opts.refresh_skew.as_secs();
         if let Some(t) = &rec.tokens {
             let fresh = t.is_fresh(now_secs(), skew);
+            let just_obtained = t.obtained_at + MIN_REFRESH_INTERVAL > now_secs()
+                && t.expires_at.is_none_or(|e| e > now_secs());
             let usable = match need {
-                Need::Fresh => fresh,
+                Need::Fresh => fresh || just_obtained,
                 // Someone already replaced the token the server refused.
                 Need::Replace(rejected) => fresh && t.access_token.secret() != rejected,
                 Need::New => false,
@@ -458,6 +474,7 @@ impl OAuthClient {
     ) -> Result<Token> {
         let opts = &self.inner.opts;
         let (url, canonical, key) = identify(server, opts.allow_http)?;
+        self.storm_brake(&key, canonical.as_str())?;
         let flow = self.login_inner(&url, &canonical, &key, challenge, scopes);
         tokio::time::timeout(opts.flow_timeout + Duration::from_secs(30), flow)
             .await
@@ -465,6 +482,31 @@ impl OAuthClient {
                 step: Step::Authorization,
                 seconds: opts.flow_timeout.as_secs() + 30,
             })?
+    }
+
+    fn storm_brake(&self, key: &str, server: &str) -> Result<()> {
+        let mut recent = self
+            .inner
+            .recent_logins
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let times = recent.entry(key.to_owned()).or_default();
+        let now = Instant::now();
+        while times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > STORM_WINDOW)
+        {
+            times.pop_front();
+        }
+        if times.len() >= STORM_LIMIT {
+            return Err(Error::AuthorizationStorm {
+                server: server.to_owned(),
+                count: times.len(),
+                seconds: STORM_WINDOW.as_secs(),
+            });
+        }
+        times.push_back(now);
+        Ok(())
     }
 
     async fn login_inner(
@@ -670,7 +712,12 @@ impl OAuthClient {
                 source,
             })?;
         let port = opts.redirect.port_for(canonical.as_str());
-        let mut listener = Listener::bind(port, &opts.redirect.path).await?;
+        let mut listener = Listener::bind_dual(
+            port,
+            &opts.redirect.path,
+            opts.redirect.host.eq_ignore_ascii_case("localhost"),
+        )
+        .await?;
         let redirect_uri = opts.redirect.redirect_uri(listener.port());
         let scope_str = scope.map(ToString::to_string);
         let client = ensure_client(
@@ -825,4 +872,66 @@ pub fn challenge_of(headers: &http::HeaderMap) -> Option<Challenge> {
             .iter()
             .filter_map(|v| v.to_str().ok()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    #[test]
+    fn storm_brake_stops_the_seventh_authorization_in_a_minute() {
+        let c = OAuthClient::new(
+            Arc::new(MemoryStore::new()),
+            ClientOptions::default(),
+            HttpOptions::default(),
+        )
+        .unwrap();
+        for _ in 0..STORM_LIMIT {
+            c.storm_brake("k", "https://s").unwrap();
+        }
+        assert!(matches!(
+            c.storm_brake("k", "https://s"),
+            Err(Error::AuthorizationStorm {
+                count: STORM_LIMIT,
+                ..
+            })
+        ));
+        // Other servers are not affected.
+        c.storm_brake("other", "https://o").unwrap();
+    }
+
+    /// A server that issues tokens living 2 s would otherwise get a refresh per call; the
+    /// token endpoint here does not exist, so any refresh attempt would fail.
+    #[tokio::test]
+    async fn a_token_just_obtained_is_not_refreshed_again() {
+        let store = Arc::new(MemoryStore::new());
+        let server = "http://127.0.0.1:9/mcp";
+        let now = now_secs();
+        let rec = ServerRecord {
+            server_url: server.into(),
+            name: None,
+            resource: None,
+            issuer: "http://127.0.0.1:9".into(),
+            token_endpoint: "http://127.0.0.1:9/token".into(),
+            revocation_endpoint: None,
+            authorization_endpoint: None,
+            requested_scope: None,
+            client: None,
+            tokens: Some(TokenRecord {
+                access_token: mcp_auth_types::AccessToken::new("short-lived"),
+                token_type: "Bearer".into(),
+                expires_at: Some(now + 2),
+                refresh_token: Some(RefreshToken::new("r")),
+                scope: None,
+                obtained_at: now,
+            }),
+            grant: None,
+            updated_at: now,
+        };
+        store.put(&server_key(server), &rec).await.unwrap();
+        let c = OAuthClient::new(store, ClientOptions::default(), HttpOptions::default()).unwrap();
+        let t = c.token(server).await.unwrap();
+        assert_eq!(t.record.access_token.secret(), "short-lived");
+    }
 }

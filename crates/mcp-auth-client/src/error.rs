@@ -225,6 +225,18 @@ pub enum Error {
         /// Last scope set requested.
         scopes: String,
     },
+    /// The storm brake: this server was sent through too many authorizations recently.
+    #[error(
+        "{server}: {count} authorizations in the last {seconds} s and the server still refuses; not opening another (check the server's configuration, or wait)"
+    )]
+    AuthorizationStorm {
+        /// The server.
+        server: String,
+        /// Authorizations in the window.
+        count: usize,
+        /// The window.
+        seconds: u64,
+    },
     /// A configuration value is wrong.
     #[error("configuration: {0}")]
     Config(String),
