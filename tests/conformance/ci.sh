@@ -7,7 +7,13 @@
 # Needs target/release/mcp-auth (or MCP_AUTH_BIN) and ../shared/conformance/run.sh.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-run=${CONFORMANCE_RUN:-$root/../shared/conformance/run.sh}
+run=${CONFORMANCE_RUN:-}
+if [ -z "$run" ]; then
+  for c in "$root/../shared/conformance/run.sh" /work/shared/conformance/run.sh; do
+    [ -x "$c" ] && { run=$c; break; }
+  done
+fi
+[ -n "$run" ] || { echo "conformance: run.sh not found (set CONFORMANCE_RUN)" >&2; exit 1; }
 client=$root/tests/conformance/client.sh
 baseline=$root/tests/conformance/expected-failures.yml
 logs=${CONFORMANCE_LOGS:-$(mktemp -d)}
