@@ -474,7 +474,6 @@ impl OAuthClient {
     ) -> Result<Token> {
         let opts = &self.inner.opts;
         let (url, canonical, key) = identify(server, opts.allow_http)?;
-        self.storm_brake(&key, canonical.as_str())?;
         let flow = self.login_inner(&url, &canonical, &key, challenge, scopes);
         tokio::time::timeout(opts.flow_timeout + Duration::from_secs(30), flow)
             .await
@@ -545,6 +544,9 @@ impl OAuthClient {
                 record: t.clone(),
             });
         }
+        // Counted only here, where an authorization really starts: callers that waited
+        // for another's login and reused it above are not a storm.
+        self.storm_brake(key, canonical.as_str())?;
 
         let challenge = match challenge {
             Some(c) => Some(c),
