@@ -125,77 +125,52 @@ pub async fn discover(
     }
 }
 
-/// Fetches and checks an issuer's metadata, trying the spec's URLs in order.
+/// Fetches and checks an issuer's metadata, trying the spec's URLs in order; the document's
+/// `issuer` must equal `issuer` (RFC 8414 §3.3).
 pub async fn fetch_as_metadata(
     http: &Http,
     issuer: &str,
     allow_http: bool,
 ) -> Result<(AuthorizationServerMetadata, String)> {
-    let issuer_url = HttpUrl::parse_secure(issuer, allow_http).map_err(|source| Error::Url {
-        what: format!("the authorization server {issuer:?}"),
-        source,
-    })?;
-    let urls = authorization_server_metadata_urls(&issuer_url);
-    for url in &urls {
-        if let Some(doc) = http
-            .get_json_optional::<AuthorizationServerMetadata>(
-                Step::AuthorizationServerMetadata,
-                url.as_str(),
-                &[],
-            )
-            .await?
-        {
-            doc.validate(issuer, true, allow_http)
-                .map_err(|source| Error::Metadata {
-                    step: Step::AuthorizationServerMetadata,
-                    source,
-                })?;
-            return Ok((doc, url.as_str().to_owned()));
-        }
-    }
-    Err(Error::NoAuthorizationServer {
-        server: issuer.to_owned(),
-        tried: urls
-            .iter()
-            .map(HttpUrl::as_str)
-            .collect::<Vec<_>>()
-            .join(", "),
-    })
+    fetch_metadata(http, issuer, true, allow_http).await
 }
 
-/// Like [`fetch_as_metadata`] without the issuer comparison (see [`legacy`]); endpoints are
-/// still checked.
-async fn fetch_legacy_metadata(
+/// Tries the metadata URLs derived from `base` in order and validates the first document
+/// found. With `check_issuer` its `issuer` must equal `base`; without (the 2025-03-26
+/// fallback, see [`legacy`]) only its endpoints are checked.
+async fn fetch_metadata(
     http: &Http,
     base: &str,
+    check_issuer: bool,
     allow_http: bool,
 ) -> Result<(AuthorizationServerMetadata, String)> {
     let base_url = HttpUrl::parse_secure(base, allow_http).map_err(|source| Error::Url {
-        what: format!("the authorization base URL {base:?}"),
+        what: format!("the authorization server {base:?}"),
         source,
     })?;
     let urls = authorization_server_metadata_urls(&base_url);
     for url in &urls {
-        if let Some(doc) = http
+        let Some(doc) = http
             .get_json_optional::<AuthorizationServerMetadata>(
                 Step::AuthorizationServerMetadata,
                 url.as_str(),
                 &[],
             )
             .await?
-        {
-            let named = if doc.issuer.is_empty() {
-                base.to_owned()
-            } else {
-                doc.issuer.clone()
-            };
-            doc.validate(&named, true, allow_http)
-                .map_err(|source| Error::Metadata {
-                    step: Step::AuthorizationServerMetadata,
-                    source,
-                })?;
-            return Ok((doc, url.as_str().to_owned()));
-        }
+        else {
+            continue;
+        };
+        let expected = if check_issuer || doc.issuer.is_empty() {
+            base
+        } else {
+            doc.issuer.as_str()
+        };
+        doc.validate(expected, true, allow_http)
+            .map_err(|source| Error::Metadata {
+                step: Step::AuthorizationServerMetadata,
+                source,
+            })?;
+        return Ok((doc, url.as_str().to_owned()));
     }
     Err(Error::NoAuthorizationServer {
         server: base.to_owned(),
@@ -222,7 +197,7 @@ async fn legacy(
         .unwrap_or_else(|| server.origin());
     tracing::debug!(%issuer, "no protected resource metadata; using the 2025-03-26 fallback");
     let resource = canonical.clone();
-    match fetch_legacy_metadata(http, &issuer, opts.allow_http).await {
+    match fetch_metadata(http, &issuer, false, opts.allow_http).await {
         Ok((metadata, url)) => Ok(Discovered {
             server: canonical,
             resource_metadata: None,
