@@ -122,8 +122,10 @@ mod www_authenticate {
     /// to accept.
     #[derive(Debug, Clone)]
     struct Layout {
-        /// OWS / BWS runs, used in turn.
+        /// OWS before a comma and BWS around `=`, used in turn.
         ws: Vec<String>,
+        /// OWS after a comma, used in turn.
+        after_comma: Vec<String>,
         /// 1*SP after the scheme, used in turn.
         sp: Vec<String>,
         /// Extra empty list elements after a separator, used in turn.
@@ -138,6 +140,7 @@ mod www_authenticate {
         fn canonical() -> Self {
             Self {
                 ws: vec![String::new()],
+                after_comma: vec![" ".into()],
                 sp: vec![" ".into()],
                 empties: vec![0],
                 escape_all: false,
@@ -149,18 +152,22 @@ mod www_authenticate {
     fn layout() -> impl Strategy<Value = Layout> {
         (
             prop::collection::vec("[ \t]{0,2}", 1..6),
+            prop::collection::vec("[ \t]{0,2}", 1..6),
             prop::collection::vec(" {1,3}", 1..4),
             prop::collection::vec(0usize..3, 1..4),
             any::<bool>(),
             0usize..3,
         )
-            .prop_map(|(ws, sp, empties, escape_all, leading)| Layout {
-                ws,
-                sp,
-                empties,
-                escape_all,
-                leading,
-            })
+            .prop_map(
+                |(ws, after_comma, sp, empties, escape_all, leading)| Layout {
+                    ws,
+                    after_comma,
+                    sp,
+                    empties,
+                    escape_all,
+                    leading,
+                },
+            )
     }
 
     struct Writer<'a> {
@@ -179,6 +186,11 @@ mod www_authenticate {
             let w = self.pick(&layout.ws);
             self.out.push_str(w);
         }
+        fn after_comma(&mut self) {
+            let layout = self.layout;
+            let w = self.pick(&layout.after_comma);
+            self.out.push_str(w);
+        }
         fn sp(&mut self) {
             let layout = self.layout;
             let w = self.pick(&layout.sp);
@@ -188,11 +200,11 @@ mod www_authenticate {
         fn comma(&mut self) {
             self.ws();
             self.out.push(',');
-            self.ws();
+            self.after_comma();
             let empties = self.layout.empties[self.turn % self.layout.empties.len()];
             for _ in 0..empties {
                 self.out.push(',');
-                self.ws();
+                self.after_comma();
             }
         }
         fn quoted(&mut self, s: &str) {
