@@ -203,10 +203,16 @@ fn home(cli: &Cli) -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("cannot find a home directory; set MCP_AUTH_HOME"))
 }
 
+/// The encrypted store in `<home>/store`. With the `keyring` feature its key is in the OS
+/// keyring when one is reachable as the store is created, in `store.key` otherwise; the
+/// keyring is only connected to when there is no key file (see `keyring::os_keyring`).
 fn open_store(home: &Path) -> Result<Arc<dyn CredentialStore>> {
-    Ok(Arc::new(
-        FileStore::open(home.join("store")).map_err(mcp_auth_client::Error::from)?,
-    ))
+    let dir = home.join("store");
+    #[cfg(feature = "keyring")]
+    let store = FileStore::open_auto_with(dir, crate::keyring::os_keyring);
+    #[cfg(not(feature = "keyring"))]
+    let store = FileStore::open(dir);
+    Ok(Arc::new(store.map_err(mcp_auth_client::Error::from)?))
 }
 
 fn parse_headers(args: &AuthArgs) -> Result<Vec<(String, String)>> {

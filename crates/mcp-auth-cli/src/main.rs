@@ -2,6 +2,8 @@
 
 mod cli;
 mod exit;
+#[cfg(feature = "keyring")]
+mod keyring;
 mod output;
 
 use std::process::ExitCode;

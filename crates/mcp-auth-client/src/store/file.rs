@@ -18,16 +18,22 @@ use super::fsutil::{self, ensure_private_dir, io_err, sync_dir};
 use super::lockfile::LockDir;
 use super::{CredentialStore, ServerRecord, StoreError, StoreLock, validate_key};
 
-const KEY_FILE: &str = "store.key";
+pub(super) const KEY_FILE: &str = "store.key";
+/// Present instead of the key file when the key is in the OS keyring; names the keyring entry
+/// and holds no secret. See `FileStore::open_auto` (the `keyring` feature).
+pub(super) const KEY_MARKER: &str = "store.key.keyring";
+/// The lock (in `locks/`) held while a new store's key is chosen and created, so that
+/// processes opening a new store at once all end up with the same key.
+pub(super) const KEY_LOCK: &str = ".store-key";
 const SERVERS_DIR: &str = "servers";
 const LOCKS_DIR: &str = "locks";
 const RECORD_SUFFIX: &str = ".json";
 /// Temporary files start with a dot, which server keys cannot, so they never look like records.
-const TMP_PREFIX: &str = ".tmp-";
+pub(super) const TMP_PREFIX: &str = ".tmp-";
 /// A writer needs milliseconds; a temporary file this old belongs to a writer that died.
 const STALE_TMP_AGE: Duration = Duration::from_secs(60 * 60);
 const FORMAT_VERSION: u32 = 1;
-const KEY_LEN: usize = 32;
+pub(super) const KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 
@@ -51,6 +57,8 @@ struct Envelope {
 /// ```text
 /// <dir>/                  0700
 ///   store.key             0600  32 random bytes (absent when the key comes from elsewhere)
+///   store.key.keyring     0600  instead of store.key when the key is in the OS keyring
+///                               (`open_auto`): names the keyring entry, holds no secret
 ///   servers/<key>.json    0600  {"v":1,"nonce":"<base64>","ct":"<base64>"}
 ///   locks/<key>.lock      0600  empty; held with an OS file lock during read-modify-write
 /// ```
@@ -65,7 +73,7 @@ struct Envelope {
 /// one file read and one AEAD pass (microseconds), which matters to a CLI that runs per
 /// request. The encryption keeps tokens out of backups, sync folders and casual `grep`s; it
 /// does not protect against code running as the same user, who can read the key file too
-/// (an OS keyring does better there: see [`open_with_key`](FileStore::open_with_key)).
+/// (an OS keyring does better there: see `open_auto`, with the `keyring` feature).
 #[derive(Clone)]
 pub struct FileStore {
     inner: Arc<Inner>,
@@ -96,17 +104,34 @@ impl FileStore {
     ///
     /// The directories are created with mode 0700 (and tightened to it if they are open to
     /// other users); the key file is created with 0600 and 32 random bytes on first use.
-    /// Processes racing to create it all end up with the same key: the new key is written
-    /// to a temporary file and moved into place only if no key file exists yet.
+    /// Processes racing to create it all end up with the same key: it is created under a
+    /// lock file, written to a temporary file and moved into place only if no key file
+    /// exists yet.
+    ///
+    /// A store whose key is in the OS keyring (created by `open_auto`, with the `keyring`
+    /// feature) is refused rather than given a new key file, which would leave the records
+    /// already stored unreadable here and, as the key file then wins, in every other process.
     ///
     /// # Errors
     ///
     /// [`StoreError::Key`] if the key file is readable by other users (the message says how
-    /// to fix it) or is not a key file; [`StoreError::Io`] if a directory or file cannot be
-    /// created.
+    /// to fix it) or is not a key file, or if the store's key is in the OS keyring;
+    /// [`StoreError::Io`] if a directory or file cannot be created.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let (dir, locks) = prepare_dirs(dir.into())?;
-        let key = load_or_create_key(&dir.join(KEY_FILE))?;
+        let key_path = dir.join(KEY_FILE);
+        let key = match read_key_file(&key_path)? {
+            Some(key) => key,
+            None => {
+                // The same lock as `open_auto`'s, so a new store gets a key file or a keyring
+                // key, never both.
+                let _lock = locks.lock_blocking(KEY_LOCK)?;
+                if marker_exists(&dir)? {
+                    return Err(key_is_in_keyring(&dir));
+                }
+                load_or_create_key(&key_path)?
+            }
+        };
         // A process killed while creating the key file leaves its temporary file here.
         sweep_stale_tmp(&dir);
         Ok(Self::with_key(dir, locks, &key))
@@ -133,7 +158,7 @@ impl FileStore {
         &self.inner.dir
     }
 
-    fn with_key(dir: PathBuf, locks: LockDir, key: &Zeroizing<[u8; KEY_LEN]>) -> Self {
+    pub(super) fn with_key(dir: PathBuf, locks: LockDir, key: &Zeroizing<[u8; KEY_LEN]>) -> Self {
         let servers = dir.join(SERVERS_DIR);
         Self {
             inner: Arc::new(Inner {
@@ -291,7 +316,7 @@ impl CredentialStore for FileStore {
 
 /// Makes `dir` absolute (so lock paths compare equal across instances) and creates it and
 /// its subdirectories, private.
-fn prepare_dirs(dir: PathBuf) -> Result<(PathBuf, LockDir), StoreError> {
+pub(super) fn prepare_dirs(dir: PathBuf) -> Result<(PathBuf, LockDir), StoreError> {
     let dir = std::path::absolute(&dir).map_err(io_err(&dir))?;
     ensure_private_dir(&dir)?;
     ensure_private_dir(&dir.join(SERVERS_DIR))?;
@@ -300,7 +325,7 @@ fn prepare_dirs(dir: PathBuf) -> Result<(PathBuf, LockDir), StoreError> {
 }
 
 /// Removes the stale temporary files of `dir`. Best effort, like [`remove_if_stale`].
-fn sweep_stale_tmp(dir: &Path) {
+pub(super) fn sweep_stale_tmp(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -336,8 +361,30 @@ fn remove_if_stale(path: &Path, now: SystemTime) {
 
 // ---- the key file ----
 
-/// Reads the key file, or creates it with a fresh random key if there is none.
-fn load_or_create_key(path: &Path) -> Result<Zeroizing<[u8; KEY_LEN]>, StoreError> {
+/// Whether the store in `dir` keeps its key in the OS keyring.
+fn marker_exists(dir: &Path) -> Result<bool, StoreError> {
+    let path = dir.join(KEY_MARKER);
+    match fs::symlink_metadata(&path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err(&path)(e)),
+    }
+}
+
+/// The store in `dir` keeps its key in the OS keyring, and this code cannot reach it.
+fn key_is_in_keyring(dir: &Path) -> StoreError {
+    StoreError::Key(format!(
+        "the key of the store in {dir} is in the OS keyring ({KEY_MARKER} says so), and this \
+         program opens stores with a key file only: use a build with OS keyring support (the \
+         `keyring` cargo feature). No key file was created, as one would leave the records \
+         already stored unreadable",
+        dir = dir.display()
+    ))
+}
+
+/// Reads the key file, or creates it with a fresh random key if there is none. Callers
+/// creating a store hold the `KEY_LOCK`.
+pub(super) fn load_or_create_key(path: &Path) -> Result<Zeroizing<[u8; KEY_LEN]>, StoreError> {
     if let Some(key) = read_key_file(path)? {
         return Ok(key);
     }
@@ -385,7 +432,7 @@ fn load_or_create_key(path: &Path) -> Result<Zeroizing<[u8; KEY_LEN]>, StoreErro
 
 /// Reads a key file: `None` if it does not exist. Refuses one that other users can read,
 /// since the key may then be known to them.
-fn read_key_file(path: &Path) -> Result<Option<Zeroizing<[u8; KEY_LEN]>>, StoreError> {
+pub(super) fn read_key_file(path: &Path) -> Result<Option<Zeroizing<[u8; KEY_LEN]>>, StoreError> {
     let mut file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -849,6 +896,24 @@ mod tests {
                 .collect();
             assert_eq!(names, [KEY_FILE]);
         }
+    }
+
+    /// A build without keyring support must not give a keyring store a key file: the key
+    /// file would win in every process from then on, orphaning the records already stored.
+    #[test]
+    fn open_refuses_a_store_whose_key_is_in_the_keyring() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        fs::create_dir(&dir).unwrap();
+        fs::write(
+            dir.join(KEY_MARKER),
+            r#"{"service":"mcp-auth","user":"store-key"}"#,
+        )
+        .unwrap();
+        let err = FileStore::open(&dir).unwrap_err();
+        assert!(matches!(err, StoreError::Key(_)), "{err}");
+        assert!(err.to_string().contains("OS keyring"), "{err}");
+        assert!(!dir.join(KEY_FILE).exists());
     }
 
     #[tokio::test]

@@ -22,9 +22,9 @@ use super::lockfile::LockDir;
 use super::{CredentialStore, ServerRecord, StoreError, StoreLock, validate_key};
 
 /// The keyring service of every entry this crate writes.
-const KEYRING_SERVICE: &str = "mcp-auth";
+pub(super) const KEYRING_SERVICE: &str = "mcp-auth";
 /// The keyring user holding the [`FileStore`](super::FileStore) key.
-const STORE_KEY_USER: &str = "store-key";
+pub(super) const STORE_KEY_USER: &str = "store-key";
 /// The keyring user holding the list of server keys, since keyring search is optional and
 /// differs per platform. Server keys cannot start with a dot, so it never collides with one.
 const INDEX_USER: &str = ".index";
@@ -34,6 +34,12 @@ const INDEX_LOCK: &str = ".index";
 /// The key of an encrypted [`FileStore`](super::FileStore), kept in the OS keyring (service
 /// `mcp-auth`, user `store-key`, 32 random bytes in base64), created on first use.
 ///
+/// Most programs want [`FileStore::open_auto`](super::FileStore::open_auto) instead, which
+/// calls this for a new store only, remembers the choice in the store directory, and so keeps
+/// every process sharing the store on the same key. Calling this directly and passing the
+/// key to [`FileStore::open_with_key`](super::FileStore::open_with_key) leaves that to the
+/// caller.
+///
 /// Returns `Ok(None)` when no keyring is available: no default `keyring-core` store has
 /// been installed (see below for how a binary installs one), or the installed store does
 /// not keep secrets on disk (a mock, or a kernel keyring that forgets them at reboot, which
@@ -42,38 +48,34 @@ const INDEX_LOCK: &str = ".index";
 ///
 /// Blocking: call it at startup or from `spawn_blocking`.
 ///
-/// Every process sharing a store must make the same choice: a process that falls back to
-/// the key file cannot read records written under the keyring key, and the other way round.
-/// Two processes creating the key at the same moment on first use could also end up with
-/// different keys, as keyrings have no create-if-absent; create it once (at `login`) before
-/// starting concurrent clients.
+/// Two processes creating the key at the same moment on first use could end up with
+/// different keys, as keyrings have no create-if-absent: `open_auto` serializes that with a
+/// lock file in the store directory.
 ///
 /// # Installing the OS keyring
 ///
 /// This crate talks to whatever `keyring-core` store the program installed as the default;
 /// `keyring-core` itself ships only a mock and a sample store. A binary that wants the real
-/// OS keyring adds the store crate of each platform and installs it once at startup, before
-/// any store here is used, falling back to the key file when that fails (no D-Bus session
-/// on a headless Linux machine, for one):
+/// OS keyring adds the store crate of each platform and installs it before any store here is
+/// used, falling back to the key file when that fails (no D-Bus session on a headless Linux
+/// machine, for one). The `mcp-auth` CLI does this (its `keyring` feature):
 ///
 /// ```ignore
-/// use mcp_auth_client::store::{FileStore, store_key_from_keyring};
-/// // Cargo.toml: apple-native-keyring-store (macOS), windows-native-keyring-store (Windows),
-/// // dbus-secret-service-keyring-store or zbus-secret-service-keyring-store (Linux).
+/// use mcp_auth_client::store::FileStore;
+/// // Cargo.toml: apple-native-keyring-store (macOS, feature "keychain"),
+/// // windows-native-keyring-store (Windows), zbus-secret-service-keyring-store (Linux, feature
+/// // "rt-async-io-crypto-rust": its blocking calls then work inside a Tokio runtime too).
 /// #[cfg(target_os = "macos")]
 /// let store = apple_native_keyring_store::keychain::Store::new();
 /// #[cfg(target_os = "windows")]
 /// let store = windows_native_keyring_store::Store::new();
 /// #[cfg(target_os = "linux")]
-/// let store = dbus_secret_service_keyring_store::Store::new();
+/// let store = zbus_secret_service_keyring_store::Store::new();
 /// match store {
 ///     Ok(store) => keyring_core::set_default_store(store),
-///     Err(e) => tracing::info!("no OS keyring ({e}); using the key file"),
+///     Err(e) => tracing::debug!("no OS keyring ({e}); using the key file"),
 /// }
-/// let store = match store_key_from_keyring()? {
-///     Some(key) => FileStore::open_with_key(dir, key)?,
-///     None => FileStore::open(dir)?,
-/// };
+/// let store = FileStore::open_auto(dir)?;
 /// ```
 ///
 /// # Errors
@@ -85,56 +87,78 @@ pub fn store_key_from_keyring() -> Result<Option<[u8; 32]>, StoreError> {
         tracing::debug!("no keyring store installed; the store key stays in a file");
         return Ok(None);
     };
-    if !matches!(
-        backend.persistence(),
-        CredentialPersistence::UntilDelete | CredentialPersistence::Unspecified
-    ) {
-        tracing::debug!(
-            "the keyring store does not persist secrets; the store key stays in a file"
-        );
+    let Some(backend) = persistent(backend) else {
         return Ok(None);
-    }
+    };
     key_from_backend(&*backend).map(|key| Some(*key))
 }
 
-/// Gets or creates the store key in `backend`.
-fn key_from_backend(
+/// `backend` if it keeps secrets on disk. Holding the store key in one that forgets them (a
+/// mock, or a kernel keyring cleared at reboot) would make every record undecryptable later.
+pub(super) fn persistent(
+    backend: Arc<keyring_core::CredentialStore>,
+) -> Option<Arc<keyring_core::CredentialStore>> {
+    if matches!(
+        backend.persistence(),
+        CredentialPersistence::UntilDelete | CredentialPersistence::Unspecified
+    ) {
+        Some(backend)
+    } else {
+        tracing::debug!(
+            vendor = %backend.vendor(),
+            "the keyring store does not persist secrets; not using it for the store key"
+        );
+        None
+    }
+}
+
+/// Gets or creates the store key in `backend` (service `mcp-auth`, user `store-key`).
+pub(super) fn key_from_backend(
     backend: &keyring_core::CredentialStore,
 ) -> Result<Zeroizing<[u8; 32]>, StoreError> {
+    if let Some(key) = existing_key(backend, KEYRING_SERVICE, STORE_KEY_USER)? {
+        return Ok(key);
+    }
     let entry = backend
         .build(KEYRING_SERVICE, STORE_KEY_USER, None)
         .map_err(keyring_err)?;
+    let mut key = Zeroizing::new([0u8; 32]);
+    getrandom::fill(&mut key[..])
+        .map_err(|e| StoreError::Key(format!("the system random number generator failed: {e}")))?;
+    let encoded = Zeroizing::new(B64.encode(&key[..]));
+    entry.set_password(&encoded).map_err(keyring_err)?;
+    // Read back: if another process stored its key in between, use the stored one.
+    let stored = Zeroizing::new(entry.get_password().map_err(keyring_err)?);
+    decode_key(KEYRING_SERVICE, STORE_KEY_USER, &stored)
+}
+
+/// The store key kept in `backend` under `service`/`user`, if there is one. Never creates one.
+pub(super) fn existing_key(
+    backend: &keyring_core::CredentialStore,
+    service: &str,
+    user: &str,
+) -> Result<Option<Zeroizing<[u8; 32]>>, StoreError> {
+    let entry = backend.build(service, user, None).map_err(keyring_err)?;
     match entry.get_password() {
-        Ok(encoded) => decode_key(&Zeroizing::new(encoded)),
-        Err(KeyringError::NoEntry) => {
-            let mut key = Zeroizing::new([0u8; 32]);
-            getrandom::fill(&mut key[..]).map_err(|e| {
-                StoreError::Key(format!("the system random number generator failed: {e}"))
-            })?;
-            let encoded = Zeroizing::new(B64.encode(&key[..]));
-            entry.set_password(&encoded).map_err(keyring_err)?;
-            // Read back: if another process stored its key in between, use the stored one.
-            let stored = Zeroizing::new(entry.get_password().map_err(keyring_err)?);
-            decode_key(&stored)
-        }
+        Ok(encoded) => decode_key(service, user, &Zeroizing::new(encoded)).map(Some),
+        Err(KeyringError::NoEntry) => Ok(None),
         Err(e) => Err(keyring_err(e)),
     }
 }
 
-fn decode_key(encoded: &str) -> Result<Zeroizing<[u8; 32]>, StoreError> {
-    let bytes = Zeroizing::new(B64.decode(encoded.trim()).map_err(|_| malformed_key())?);
+fn decode_key(service: &str, user: &str, encoded: &str) -> Result<Zeroizing<[u8; 32]>, StoreError> {
+    let malformed = || {
+        StoreError::Keyring(format!(
+            "the keyring entry {service}/{user} is not a base64 32-byte key"
+        ))
+    };
+    let bytes = Zeroizing::new(B64.decode(encoded.trim()).map_err(|_| malformed())?);
     let mut key = Zeroizing::new([0u8; 32]);
     if bytes.len() != key.len() {
-        return Err(malformed_key());
+        return Err(malformed());
     }
     key.copy_from_slice(&bytes);
     Ok(key)
-}
-
-fn malformed_key() -> StoreError {
-    StoreError::Keyring(format!(
-        "the keyring entry {KEYRING_SERVICE}/{STORE_KEY_USER} is not a base64 32-byte key"
-    ))
 }
 
 /// Maps a keyring error to ours, leaving out the variants that carry stored data.

@@ -56,6 +56,17 @@ impl LockDir {
             _local: local,
         })
     }
+
+    /// Waits for the exclusive lock `name` on the calling thread, with the OS lock only: for
+    /// short critical sections in synchronous code, such as choosing a store's key while it
+    /// is opened. Dropping the returned file releases the lock.
+    ///
+    /// Threads of one process exclude each other too, as each opens its own handle (see
+    /// `os_lock_excludes_between_handles_of_one_process`); on NFS, where `flock` becomes a
+    /// per-process `fcntl` lock, only other processes are excluded.
+    pub(crate) fn lock_blocking(&self, name: &str) -> Result<File, StoreError> {
+        lock_blocking(&self.dir.join(format!("{name}.lock")))
+    }
 }
 
 /// Opens (creating if needed, mode 0600) and locks a lock file, waiting as long as it takes.

@@ -14,6 +14,8 @@ use mcp_auth_types::{AccessToken, AuthMethod, ClientSecret, RefreshToken, Secret
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+#[cfg(feature = "keyring")]
+mod auto;
 #[cfg(test)]
 mod conformance;
 mod file;
