@@ -440,15 +440,25 @@ impl OAuthClient {
         };
         let attempt = self.refresh_locked(&key, canonical.as_str(), need).await;
         match attempt {
-            Err(Error::LoginRequired { .. }) => self.login(server, challenge, None).await,
+            Err(Error::LoginRequired { .. }) => {
+                self.login_replacing(server, challenge, None, rejected)
+                    .await
+            }
             other => other,
         }
     }
 
     /// Reacts to `403 insufficient_scope` (MCP 2025-11-25 "Step-Up Authorization Flow"):
     /// authorizes again with the union of the scopes held and the scopes the challenge
-    /// names. The caller bounds the number of attempts.
-    pub async fn step_up(&self, server: &str, challenge: Challenge) -> Result<Token> {
+    /// names. `rejected` is the token the server refused, when known: if another task or
+    /// process already replaced it with one holding the scopes, that one is used. The caller
+    /// bounds the number of attempts.
+    pub async fn step_up(
+        &self,
+        server: &str,
+        rejected: Option<&str>,
+        challenge: Challenge,
+    ) -> Result<Token> {
         let (_, _, key) = identify(server, self.inner.opts.allow_http)?;
         let held: ScopeSet = self
             .inner
@@ -460,7 +470,8 @@ impl OAuthClient {
             .unwrap_or_default();
         let wanted = challenge.scope().unwrap_or_default();
         let scopes = held.union(&wanted);
-        self.login(server, Some(challenge), Some(scopes)).await
+        self.login_replacing(server, Some(challenge), Some(scopes), rejected)
+            .await
     }
 
     /// The full authorization: discovery, registration, the grant, and storing the result.
@@ -472,9 +483,20 @@ impl OAuthClient {
         challenge: Option<Challenge>,
         scopes: Option<ScopeSet>,
     ) -> Result<Token> {
+        self.login_replacing(server, challenge, scopes, None).await
+    }
+
+    /// [`Self::login`] on behalf of a request whose token `rejected` the server refused.
+    async fn login_replacing(
+        &self,
+        server: &str,
+        challenge: Option<Challenge>,
+        scopes: Option<ScopeSet>,
+        rejected: Option<&str>,
+    ) -> Result<Token> {
         let opts = &self.inner.opts;
         let (url, canonical, key) = identify(server, opts.allow_http)?;
-        let flow = self.login_inner(&url, &canonical, &key, challenge, scopes);
+        let flow = self.login_inner(&url, &canonical, &key, challenge, scopes, rejected);
         tokio::time::timeout(opts.flow_timeout + Duration::from_secs(30), flow)
             .await
             .map_err(|_| Error::Timeout {
@@ -515,18 +537,23 @@ impl OAuthClient {
         key: &str,
         challenge: Option<Challenge>,
         scopes: Option<ScopeSet>,
+        rejected: Option<&str>,
     ) -> Result<Token> {
         let opts = &self.inner.opts;
         let http = &self.inner.http;
         let store = &self.inner.store;
         // One interactive authorization per server at a time, across processes. Whoever
         // waited here re-reads the store: if another process logged in meanwhile (the token
-        // changed while we waited), its fresh tokens are all we need.
-        let before = store
-            .get(key)
-            .await?
-            .and_then(|r| r.tokens)
-            .map(|t| t.access_token);
+        // differs from the one the server refused, or from the one stored before we waited),
+        // its fresh tokens are all we need.
+        let before = match rejected {
+            Some(r) => Some(mcp_auth_types::AccessToken::new(r)),
+            None => store
+                .get(key)
+                .await?
+                .and_then(|r| r.tokens)
+                .map(|t| t.access_token),
+        };
         let _authorizing = store.lock(&format!("{key}-authorize")).await?;
         if let Some(rec) = store.get(key).await?
             && let Some(t) = &rec.tokens

@@ -121,9 +121,12 @@ impl Middleware for OAuthMiddleware {
                     }));
                 }
                 attempts += 1;
+                let rejected = token
+                    .as_ref()
+                    .map(|t| t.record.access_token.secret().to_owned());
                 token = Some(
                     self.client
-                        .step_up(&self.server, challenge)
+                        .step_up(&self.server, rejected.as_deref(), challenge)
                         .await
                         .map_err(mw)?,
                 );
