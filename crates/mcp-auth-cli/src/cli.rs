@@ -72,6 +72,30 @@ pub enum Command {
     },
     /// Forget every stored server without contacting anyone.
     Clear,
+    /// Run the authorization server with a protected demo MCP endpoint at /mcp.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8700")]
+        listen: std::net::SocketAddr,
+        /// The issuer identifier, exactly (default http://ADDR:PORT, no trailing slash).
+        #[arg(long, value_name = "URL")]
+        issuer: Option<String>,
+        /// Storage: sqlite:PATH (default: server.db in the data directory).
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
+        /// Approve every authorization without a login page (loopback only; tests and
+        /// benchmarks).
+        #[arg(long)]
+        dev_auto_approve: bool,
+    },
+    /// Manage the authorization server's local accounts.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+        /// Storage: sqlite:PATH (default: server.db in the data directory).
+        #[arg(long, value_name = "URL", global = true)]
+        store: Option<String>,
+    },
     /// Connect to a server (logging in when needed), list its tools, optionally call one.
     Test {
         /// The MCP server URL.
@@ -88,6 +112,16 @@ pub enum Command {
         wire: String,
         #[command(flatten)]
         auth: AuthArgs,
+    },
+}
+
+/// `mcp-auth users …`
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create or replace a local account; the password is read from stdin.
+    Add {
+        /// The username.
+        name: String,
     },
 }
 
@@ -356,8 +390,37 @@ fn build_client(
 /// Runs a command; returns the exit code.
 pub async fn run(cli: Cli) -> Result<u8> {
     let home = home(&cli)?;
+    match &cli.command {
+        Command::Serve {
+            listen,
+            issuer,
+            store,
+            dev_auto_approve,
+        } => {
+            crate::serve::serve(
+                crate::serve::ServeOptions {
+                    listen: *listen,
+                    issuer: issuer.clone(),
+                    store: store.clone(),
+                    dev_auto_approve: *dev_auto_approve,
+                },
+                &home,
+            )
+            .await?;
+            return Ok(exit::OK);
+        }
+        Command::Users {
+            command: UsersCommand::Add { name },
+            store,
+        } => {
+            crate::serve::add_user(&home, store.as_deref(), name).await?;
+            return Ok(exit::OK);
+        }
+        _ => {}
+    }
     let store = open_store(&home)?;
     match &cli.command {
+        Command::Serve { .. } | Command::Users { .. } => Ok(exit::OK),
         Command::Login { url, auth } => login(&cli, store, url, auth).await,
         Command::List => list(&cli, store).await,
         Command::Token { server } => token(&cli, store, server, false).await,

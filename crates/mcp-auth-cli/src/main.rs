@@ -5,6 +5,7 @@ mod exit;
 #[cfg(feature = "keyring")]
 mod keyring;
 mod output;
+mod serve;
 
 use std::process::ExitCode;
 

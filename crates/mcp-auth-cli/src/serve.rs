@@ -1,0 +1,317 @@
+//! `mcp-auth serve`: the authorization server plus a small protected MCP endpoint, and
+//! `mcp-auth users add`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use axum::Json;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use mcp_auth_resource::{
+    Authenticated, Claims, ResourceConfig, ResourceServer, TokenVerifier, Verifier, VerifyError,
+};
+use mcp_auth_server::store::Store;
+use mcp_auth_server::{AuthorizationServer, Keys, LocalAccounts, ServerConfig, Ttls};
+use mcp_auth_store_sqlite::SqliteStore;
+use mcp_auth_types::{Issuer, ResourceUrl};
+use serde_json::{Value, json};
+
+/// Opens the store named by `--store` (`sqlite:PATH`, a bare path, or the default file).
+pub async fn open_store(spec: Option<&str>, home: &Path) -> Result<Arc<dyn Store>> {
+    let path: PathBuf = match spec {
+        None => home.join("server.db"),
+        Some(s) => match s.strip_prefix("sqlite:") {
+            Some(p) => PathBuf::from(p.trim_start_matches("//")),
+            None if s.contains("://") => bail!(
+                "--store {s:?}: this build supports sqlite:PATH (Redis and PostgreSQL come with the scale-out backends)"
+            ),
+            None => PathBuf::from(s),
+        },
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let store = SqliteStore::open(&path)
+        .await
+        .with_context(|| format!("opening the SQLite store {}", path.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Verifies our own access tokens in process: no JWKS round trip on the hot path.
+struct LocalVerifier {
+    keys: Keys,
+    store: Arc<dyn Store>,
+    tenant: String,
+    issuer: String,
+    audience: String,
+}
+
+#[async_trait::async_trait]
+impl TokenVerifier for LocalVerifier {
+    async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        let c = self
+            .keys
+            .verify(token, &self.issuer, Some(&self.audience))
+            .await
+            .ok_or_else(|| {
+                VerifyError::Rejected("not a valid access token for this server".into())
+            })?;
+        if self
+            .store
+            .is_access_revoked(&self.tenant, &c.jti)
+            .await
+            .map_err(|e| VerifyError::Backend(Box::new(e)))?
+        {
+            return Err(VerifyError::Rejected("the token was revoked".into()));
+        }
+        Ok(Claims {
+            subject: c.sub,
+            client_id: Some(c.client_id),
+            scopes: c.scope.parse().unwrap_or_default(),
+            issuer: c.iss,
+            audience: vec![c.aud],
+            expires_at: Some(c.exp),
+            jti: Some(c.jti),
+            extra: serde_json::Map::new(),
+        })
+    }
+
+    fn cache_ttl(&self) -> std::time::Duration {
+        // Bounds how long a revoked token can still be served from the verified-token cache.
+        std::time::Duration::from_secs(5)
+    }
+}
+
+/// What `serve` needs.
+#[derive(Debug)]
+pub struct ServeOptions {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Issuer override.
+    pub issuer: Option<String>,
+    /// Store spec.
+    pub store: Option<String>,
+    /// Auto-approve (loopback only).
+    pub dev_auto_approve: bool,
+}
+
+/// The application: authorization server + protected `/mcp` + its metadata.
+pub async fn app(
+    issuer: &str,
+    mcp_url: &str,
+    store: Arc<dyn Store>,
+    dev_auto_approve: bool,
+) -> Result<axum::Router> {
+    let mut config = ServerConfig::new(issuer);
+    config.ttls = Ttls::from_env().map_err(|e| anyhow!(e))?;
+    config.default_audience = Some(mcp_url.to_owned());
+    config.resources = vec![mcp_url.to_owned()];
+    config.dev_auto_approve = dev_auto_approve;
+    let tenant = config.tenant.clone();
+    let server = AuthorizationServer::new(config, store.clone())
+        .await
+        .context("starting the authorization server")?;
+    let verifier = LocalVerifier {
+        keys: server.keys().clone(),
+        store,
+        tenant,
+        issuer: issuer.to_owned(),
+        audience: mcp_url.to_owned(),
+    };
+    let mut rc = ResourceConfig::new(
+        ResourceUrl::parse_exact(mcp_url).map_err(|e| anyhow!("MCP URL: {e}"))?,
+        vec![Issuer::parse(issuer).map_err(|e| anyhow!("issuer: {e}"))?],
+        Verifier::Custom(Arc::new(verifier)),
+    );
+    rc.resource_name = Some("mcp-auth demo MCP server".into());
+    rc.danger_allow_insecure_http = true;
+    let rs = ResourceServer::new(rc).map_err(|e| anyhow!("resource server: {e}"))?;
+    let mcp_path = url::Url::parse(mcp_url)
+        .map(|u| u.path().to_owned())
+        .unwrap_or_else(|_| "/mcp".into());
+    let mcp = axum::Router::new()
+        .route(
+            &mcp_path,
+            post(mcp_endpoint)
+                .get(method_not_allowed)
+                .delete(end_session),
+        )
+        .layer(rs.layer());
+    Ok(server.router().merge(rs.metadata_router()).merge(mcp))
+}
+
+/// Runs the server until Ctrl-C.
+pub async fn serve(opts: ServeOptions, home: &Path) -> Result<()> {
+    if opts.dev_auto_approve && !opts.listen.ip().is_loopback() {
+        bail!(
+            "--dev-auto-approve approves every request without a login: it is only allowed on a loopback address"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    let issuer = opts
+        .issuer
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    Issuer::parse(&issuer).map_err(|e| anyhow!("--issuer {issuer:?}: {e}"))?;
+    if issuer.ends_with('/') {
+        bail!("--issuer must not end with '/': clients compare it as a string");
+    }
+    let mcp_url = format!("{}/mcp", origin_of(&issuer)?);
+    let store = open_store(opts.store.as_deref(), home).await?;
+    let sweeper = mcp_auth_server::store::spawn_sweeper(
+        store.clone(),
+        std::time::Duration::from_secs(60),
+        mcp_auth_server::store::unix_now,
+    );
+    let app = app(&issuer, &mcp_url, store, opts.dev_auto_approve).await?;
+    if opts.dev_auto_approve {
+        eprintln!(
+            "WARNING: --dev-auto-approve: every authorization request is approved without a login. Tests and benchmarks only."
+        );
+    }
+    println!("MCP server:           {mcp_url}");
+    println!("Authorization server: {issuer}");
+    println!("(clients compare these as strings: use exactly these URLs)");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("serving")?;
+    sweeper.abort();
+    Ok(())
+}
+
+fn origin_of(issuer: &str) -> Result<String> {
+    let u = url::Url::parse(issuer).map_err(|e| anyhow!("issuer: {e}"))?;
+    Ok(u.origin().ascii_serialization())
+}
+
+async fn method_not_allowed() -> StatusCode {
+    StatusCode::METHOD_NOT_ALLOWED
+}
+
+async fn end_session() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+const PROTOCOL_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+
+/// A minimal MCP server over streamable HTTP (JSON responses, no sessions): `initialize`,
+/// `server/discover` (2026-07-28), `ping`, `tools/list`, `tools/call` for `echo` and `whoami`.
+async fn mcp_endpoint(
+    auth: Authenticated,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Ok(msg) = serde_json::from_slice::<Value>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(
+                json!({"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse error"}}),
+            ),
+        )
+            .into_response();
+    };
+    let id = msg.get("id").cloned();
+    let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
+    let Some(id) = id else {
+        // A notification.
+        return StatusCode::ACCEPTED.into_response();
+    };
+    let stateless = headers
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok())
+        == Some("2026-07-28");
+    let params = msg.get("params").cloned().unwrap_or(json!({}));
+    let result = match method {
+        "initialize" => {
+            let asked = params
+                .get("protocolVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let version = PROTOCOL_VERSIONS
+                .iter()
+                .find(|v| **v == asked)
+                .copied()
+                .unwrap_or(PROTOCOL_VERSIONS[0]);
+            Ok(
+                json!({"protocolVersion": version, "capabilities": {"tools": {}},
+                      "serverInfo": {"name": "mcp-auth demo", "version": env!("CARGO_PKG_VERSION")}}),
+            )
+        }
+        "server/discover" if stateless => Ok(json!({
+            "supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}},
+            "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "mcp-auth demo", "version": env!("CARGO_PKG_VERSION")}},
+        })),
+        "ping" => Ok(json!({})),
+        "tools/list" => Ok(json!({"tools": [
+            {"name": "echo", "description": "Returns its text argument.",
+             "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}},
+            {"name": "whoami", "description": "The subject, client and scopes of the access token.",
+             "inputSchema": {"type": "object"}},
+        ]})),
+        "tools/call" => {
+            let name = params.get("name").and_then(Value::as_str).unwrap_or("");
+            let args = params.get("arguments").cloned().unwrap_or(json!({}));
+            match name {
+                "echo" => Ok(text_result(
+                    args.get("text").and_then(Value::as_str).unwrap_or(""),
+                )),
+                "whoami" => Ok(text_result(
+                    &json!({
+                        "subject": auth.subject, "client_id": auth.client_id,
+                        "scopes": auth.scopes.to_string(), "issuer": auth.issuer,
+                    })
+                    .to_string(),
+                )),
+                other => Err((-32602, format!("unknown tool {other:?}"))),
+            }
+        }
+        other => Err((-32601, format!("method not found: {other}"))),
+    };
+    let (status, body) = match result {
+        Ok(r) => (
+            StatusCode::OK,
+            json!({"jsonrpc": "2.0", "id": id, "result": r}),
+        ),
+        Err((code, message)) => (
+            if stateless && code == -32601 {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::OK
+            },
+            json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}),
+        ),
+    };
+    (status, Json(body)).into_response()
+}
+
+fn text_result(text: &str) -> Value {
+    json!({"content": [{"type": "text", "text": text}], "isError": false})
+}
+
+/// `mcp-auth users add NAME`: the password from stdin (one line).
+pub async fn add_user(home: &Path, store_spec: Option<&str>, username: &str) -> Result<()> {
+    let store = open_store(store_spec, home).await?;
+    let mut line = String::new();
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprint!("Password for {username}: ");
+    }
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    LocalAccounts::new(store)
+        .add("default", username, password)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    eprintln!("User {username} saved.");
+    Ok(())
+}

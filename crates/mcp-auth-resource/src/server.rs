@@ -1,0 +1,416 @@
+//! [`ResourceServer`]: configuration checked once, the verifier, the token cache, and the
+//! request check shared by the layer and by callers outside axum.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use http::{HeaderMap, Uri, header};
+use mcp_auth_types::{ProtectedResourceMetadata, ScopeSet};
+
+use crate::cache::{TtlCache, token_key};
+use crate::claims::{check_audience, check_times};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{ResourceConfig, Verifier};
+use crate::introspection::IntrospectionVerifier;
+use crate::jwt::JwtVerifier;
+use crate::{
+    AuthError, Authenticated, Claims, ConfigError, ProtectedLayer, Rejection, TokenVerifier,
+    VerifyError,
+};
+
+/// Tokens longer than this are refused without being parsed or sent anywhere.
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// A protected resource: checks requests against its [`ResourceConfig`].
+///
+/// Cheap to clone (one `Arc`); build it once at startup and hand clones to
+/// [`ProtectedLayer`]s. It holds the verified-token cache, so the signature check or the
+/// introspection call happens once per token and cache lifetime, not once per request.
+#[derive(Clone)]
+pub struct ResourceServer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    resource: String,
+    issuers: Vec<String>,
+    resource_metadata: Arc<str>,
+    metadata: ProtectedResourceMetadata,
+    metadata_urls: Vec<mcp_auth_types::HttpUrl>,
+    metadata_max_age: Duration,
+    verifier: Arc<dyn TokenVerifier>,
+    cache: TtlCache<Arc<Claims>>,
+    cache_ttl: u64,
+    clock: Arc<dyn Clock>,
+    leeway: u64,
+}
+
+impl fmt::Debug for ResourceServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResourceServer")
+            .field("resource", &self.inner.resource)
+            .field("authorization_servers", &self.inner.issuers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResourceServer {
+    /// Checks the configuration and builds the verifier (no network access yet: the key
+    /// set is fetched on first use).
+    pub fn new(config: ResourceConfig) -> Result<Self, ConfigError> {
+        Self::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// Like [`ResourceServer::new`] with an injected clock (tests, simulations).
+    pub fn with_clock(config: ResourceConfig, clock: Arc<dyn Clock>) -> Result<Self, ConfigError> {
+        let allow_http = config.danger_allow_insecure_http;
+        config
+            .resource
+            .as_url()
+            .require_secure(allow_http)
+            .map_err(|source| ConfigError::Url {
+                field: "resource",
+                source,
+            })?;
+        if config.authorization_servers.is_empty() {
+            return Err(ConfigError::NoAuthorizationServer);
+        }
+        let issuers: Vec<String> = config
+            .authorization_servers
+            .iter()
+            .map(|i| i.as_str().to_owned())
+            .collect();
+        let listed = |issuer: &str| {
+            if issuers.iter().any(|i| i == issuer) {
+                Ok(())
+            } else {
+                Err(ConfigError::IssuerNotListed(issuer.to_owned()))
+            }
+        };
+        let resource = config.resource.as_str().to_owned();
+        let verifier: Arc<dyn TokenVerifier> = match config.verifier.clone() {
+            Verifier::Jwt(c) => {
+                listed(c.issuer.as_str())?;
+                c.jwks_uri
+                    .require_secure(allow_http)
+                    .map_err(|source| ConfigError::Url {
+                        field: "jwks_uri",
+                        source,
+                    })?;
+                Arc::new(JwtVerifier::new(
+                    c,
+                    &resource,
+                    config.leeway,
+                    clock.clone(),
+                )?)
+            }
+            Verifier::Introspection(c) => {
+                listed(c.issuer.as_str())?;
+                c.endpoint
+                    .require_secure(allow_http)
+                    .map_err(|source| ConfigError::Url {
+                        field: "introspection endpoint",
+                        source,
+                    })?;
+                Arc::new(IntrospectionVerifier::new(
+                    c,
+                    &resource,
+                    config.leeway,
+                    clock.clone(),
+                )?)
+            }
+            Verifier::Custom(v) => v,
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                resource_metadata: Arc::from(config.resource_metadata_url()),
+                metadata: config.metadata(),
+                metadata_urls: config.metadata_urls(),
+                metadata_max_age: config.metadata_max_age,
+                resource,
+                issuers,
+                verifier,
+                cache: TtlCache::new(config.token_cache_capacity),
+                cache_ttl: config.token_cache_ttl.as_secs(),
+                clock,
+                leeway: config.leeway.as_secs(),
+            }),
+        })
+    }
+
+    /// This resource's identifier, exactly as configured.
+    pub fn resource(&self) -> &str {
+        &self.inner.resource
+    }
+
+    /// The path-inserted metadata URL sent as `resource_metadata` in challenges.
+    pub fn resource_metadata_url(&self) -> &str {
+        &self.inner.resource_metadata
+    }
+
+    /// The protected resource metadata document (RFC 9728 §2).
+    pub fn metadata(&self) -> &ProtectedResourceMetadata {
+        &self.inner.metadata
+    }
+
+    /// The router serving the metadata at both well-known URLs; see [`crate::prm_router`].
+    pub fn metadata_router<S>(&self) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        crate::metadata::router_for(
+            &self.inner.metadata,
+            &self.inner.metadata_urls,
+            self.inner.metadata_max_age,
+        )
+    }
+
+    /// A layer protecting routes with this server (no scope required yet; add some with
+    /// [`ProtectedLayer::require_scopes`]).
+    pub fn layer(&self) -> ProtectedLayer {
+        ProtectedLayer::new(self.clone())
+    }
+
+    /// Verifies a token: from the cache when it was verified recently, else with the
+    /// verifier, then checks what every verifier's result must satisfy (issuer among the
+    /// authorization servers, audience naming this resource when given, not expired).
+    pub async fn verify(&self, token: &str) -> Result<Arc<Claims>, VerifyError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(VerifyError::Malformed("longer than 16 KiB"));
+        }
+        let inner = &*self.inner;
+        let key = token_key(token);
+        let now = inner.clock.now_unix();
+        if let Some(claims) = inner.cache.get(&key, now) {
+            return Ok(claims);
+        }
+        let claims = inner.verifier.verify(token).await?;
+        self.check(&claims, now)?;
+        let claims = Arc::new(claims);
+        let ttl = inner.cache_ttl.min(inner.verifier.cache_ttl().as_secs());
+        if ttl > 0 {
+            let mut until = now.saturating_add(ttl);
+            if let Some(exp) = claims.expires_at {
+                until = until.min(exp);
+            }
+            inner.cache.insert(key, claims.clone(), until, now);
+        }
+        Ok(claims)
+    }
+
+    /// Defence in depth for every verifier, custom ones included.
+    fn check(&self, claims: &Claims, now: u64) -> Result<(), VerifyError> {
+        let inner = &*self.inner;
+        if !inner.issuers.contains(&claims.issuer) {
+            return Err(VerifyError::WrongIssuer {
+                expected: inner.issuers.join(" "),
+                found: claims.issuer.clone(),
+            });
+        }
+        if !claims.audience.is_empty() {
+            check_audience(&claims.audience, &inner.resource)?;
+        }
+        check_times(claims.expires_at, None, None, now, inner.leeway)
+    }
+
+    /// Checks one request: extracts the bearer token (RFC 6750 §2.1, header only), verifies
+    /// it and requires `required`. The error side is a complete response
+    /// ([`Rejection`] is `IntoResponse`). For servers that do not use the layer.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+        required: &ScopeSet,
+    ) -> Result<Authenticated, Rejection> {
+        self.authenticate_shared(headers, uri, &Arc::new(required.clone()))
+            .await
+    }
+
+    pub(crate) async fn authenticate_shared(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+        required: &Arc<ScopeSet>,
+    ) -> Result<Authenticated, Rejection> {
+        let token = bearer_token(headers, uri.query()).map_err(|e| {
+            tracing::debug!(error = %e, "request refused");
+            self.rejection(e, required)
+        })?;
+        let claims = self.verify(token).await.map_err(|e| {
+            if e.is_unavailable() {
+                tracing::warn!(error = %e, "cannot verify bearer token");
+            } else {
+                tracing::debug!(error = %e, "bearer token refused");
+            }
+            self.rejection(AuthError::Token(e), required)
+        })?;
+        if !claims.has_scopes(required) {
+            tracing::debug!(
+                subject = %claims.subject,
+                granted = %claims.scopes,
+                required = %required,
+                "insufficient scope"
+            );
+            let error = AuthError::InsufficientScope {
+                required: (**required).clone(),
+                granted: claims.scopes.clone(),
+            };
+            return Err(self.rejection(error, required));
+        }
+        Ok(Authenticated::new(
+            claims,
+            required.clone(),
+            self.inner.resource_metadata.clone(),
+        ))
+    }
+
+    fn rejection(&self, error: AuthError, required: &ScopeSet) -> Rejection {
+        Rejection::new(
+            error,
+            required.clone(),
+            Some(self.inner.resource_metadata.clone()),
+        )
+    }
+}
+
+/// The bearer token of a request (RFC 6750 §2.1), or why there is none.
+///
+/// - An `access_token` query parameter (RFC 6750 §2.3) is refused outright: OAuth 2.1 §5.2
+///   forbids it, and URLs end up in logs.
+/// - Two `Authorization` headers are a malformed request, not a choice.
+/// - Another scheme (`Basic`, `DPoP` …) counts as no token: RFC 6750 §3.1 says to answer
+///   without an error code then.
+fn bearer_token<'h>(headers: &'h HeaderMap, query: Option<&str>) -> Result<&'h str, AuthError> {
+    if let Some(q) = query
+        && url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token")
+    {
+        return Err(AuthError::InvalidRequest(
+            "access_token in the query string is not supported",
+        ));
+    }
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(AuthError::MissingToken);
+    };
+    if values.next().is_some() {
+        return Err(AuthError::InvalidRequest(
+            "more than one Authorization header",
+        ));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| AuthError::InvalidRequest("Authorization header is not visible ASCII"))?;
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    // Auth schemes are case-insensitive (RFC 9110 §11.1).
+    if !scheme.eq_ignore_ascii_case("Bearer") {
+        return Err(AuthError::MissingToken);
+    }
+    let token = rest.trim_start_matches(' ');
+    if token.is_empty() {
+        return Err(AuthError::InvalidRequest("Bearer scheme without a token"));
+    }
+    if !is_b64token(token) {
+        return Err(AuthError::InvalidRequest(
+            "the bearer token is not a b64token",
+        ));
+    }
+    Ok(token)
+}
+
+/// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(t: &str) -> bool {
+    let body = t.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn token(values: &[&str], query: Option<&str>) -> Result<String, AuthError> {
+        let h = headers(values);
+        bearer_token(&h, query).map(str::to_owned)
+    }
+
+    #[test]
+    fn bearer_header_forms() {
+        assert_eq!(
+            token(&["Bearer abc.def-_~+/=="], None).unwrap(),
+            "abc.def-_~+/=="
+        );
+        assert_eq!(token(&["bearer abc"], None).unwrap(), "abc");
+        assert_eq!(token(&["BEARER   abc"], None).unwrap(), "abc");
+    }
+
+    #[test]
+    fn missing_or_other_scheme_is_missing_token() {
+        assert!(matches!(token(&[], None), Err(AuthError::MissingToken)));
+        assert!(matches!(
+            token(&["Basic dXNlcjpwYXNz"], None),
+            Err(AuthError::MissingToken)
+        ));
+        assert!(matches!(
+            token(&["DPoP abc"], None),
+            Err(AuthError::MissingToken)
+        ));
+    }
+
+    #[test]
+    fn malformed_requests() {
+        for bad in [
+            &["Bearer a", "Bearer b"][..],
+            &["Bearer"],
+            &["Bearer "],
+            &["Bearer a b"],
+            &["Bearer a\"b"],
+            &["Bearer ==="],
+            &["Bearer a=b"],
+        ] {
+            assert!(
+                matches!(token(bad, None), Err(AuthError::InvalidRequest(_))),
+                "{bad:?}"
+            );
+        }
+        for q in ["access_token=x", "a=1&access_token=x", "access%5Ftoken=x"] {
+            assert!(
+                matches!(
+                    token(&["Bearer a"], Some(q)),
+                    Err(AuthError::InvalidRequest(_))
+                ),
+                "{q}"
+            );
+            assert!(matches!(
+                token(&[], Some(q)),
+                Err(AuthError::InvalidRequest(_))
+            ));
+        }
+        assert!(token(&["Bearer a"], Some("x=access_token")).is_ok());
+    }
+
+    #[test]
+    fn non_ascii_header_is_invalid_request() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_bytes(b"Bearer \xffabc").unwrap(),
+        );
+        assert!(matches!(
+            bearer_token(&h, None),
+            Err(AuthError::InvalidRequest(_))
+        ));
+    }
+}

@@ -1,0 +1,110 @@
+//! Server configuration: issuer, lifetimes, what the server offers.
+
+use std::time::Duration;
+
+use mcp_auth_types::ScopeSet;
+
+/// Token and code lifetimes. The defaults are the predecessor project's, and each can be
+/// set from the environment variable named on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ttls {
+    /// `OAUTH_AUTH_CODE_TTL`, default 300 s.
+    pub auth_code: Duration,
+    /// `OAUTH_ACCESS_TOKEN_TTL`, default 900 s.
+    pub access_token: Duration,
+    /// `OAUTH_REFRESH_TOKEN_TTL`, default 86400 s.
+    pub refresh_token: Duration,
+    /// `OAUTH_CLIENT_REGISTRATION_TTL`, default 31536000 s (a year).
+    pub client_registration: Duration,
+    /// How long a started authorization may wait for the user's login and consent.
+    pub pending_authorization: Duration,
+}
+
+impl Default for Ttls {
+    fn default() -> Self {
+        Self {
+            auth_code: Duration::from_secs(300),
+            access_token: Duration::from_secs(900),
+            refresh_token: Duration::from_secs(86400),
+            client_registration: Duration::from_secs(31_536_000),
+            pending_authorization: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Ttls {
+    /// The defaults, overridden by `OAUTH_*_TTL` environment variables (seconds). A value
+    /// that is not a positive integer is an error naming the variable.
+    pub fn from_env() -> Result<Self, String> {
+        let mut t = Self::default();
+        for (var, slot) in [
+            ("OAUTH_AUTH_CODE_TTL", &mut t.auth_code),
+            ("OAUTH_ACCESS_TOKEN_TTL", &mut t.access_token),
+            ("OAUTH_REFRESH_TOKEN_TTL", &mut t.refresh_token),
+            ("OAUTH_CLIENT_REGISTRATION_TTL", &mut t.client_registration),
+        ] {
+            if let Ok(v) = std::env::var(var) {
+                let secs: u64 =
+                    v.trim().parse().ok().filter(|s| *s > 0).ok_or_else(|| {
+                        format!("{var}={v:?} is not a positive number of seconds")
+                    })?;
+                *slot = Duration::from_secs(secs);
+            }
+        }
+        Ok(t)
+    }
+}
+
+/// What the authorization server is and offers.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The issuer identifier, exactly as clients will compare it (RFC 8414 §2: no query, no
+    /// fragment; this crate adds no trailing slash). Endpoints are `{issuer}/authorize` etc.
+    pub issuer: String,
+    /// The tenant this issuer serves (every stored row carries it).
+    pub tenant: String,
+    /// Lifetimes.
+    pub ttls: Ttls,
+    /// Scopes clients may ask for; `None` accepts any syntactically valid scope.
+    pub scopes_supported: Option<ScopeSet>,
+    /// Scopes granted when a client asks for none.
+    pub default_scopes: ScopeSet,
+    /// The audience of access tokens issued without an RFC 8707 `resource`.
+    pub default_audience: Option<String>,
+    /// Resources tokens may be issued for (RFC 8707 `invalid_target` otherwise); empty:
+    /// any absolute URI.
+    pub resources: Vec<String>,
+    /// Approve every authorization request without a login page (tests and benchmarks
+    /// only; refused unless the issuer is on loopback).
+    pub dev_auto_approve: bool,
+    /// The subject used by `dev_auto_approve`.
+    pub dev_subject: String,
+    /// Accept RFC 7591 dynamic registration.
+    pub allow_dynamic_registration: bool,
+    /// Accept refresh tokens at all.
+    pub issue_refresh_tokens: bool,
+}
+
+impl ServerConfig {
+    /// A configuration with defaults for `issuer`.
+    pub fn new(issuer: impl Into<String>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            tenant: "default".into(),
+            ttls: Ttls::default(),
+            scopes_supported: None,
+            default_scopes: ScopeSet::new(),
+            default_audience: None,
+            resources: Vec::new(),
+            dev_auto_approve: false,
+            dev_subject: "dev:user".into(),
+            allow_dynamic_registration: true,
+            issue_refresh_tokens: true,
+        }
+    }
+
+    /// `{issuer}{path}`.
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer.trim_end_matches('/'))
+    }
+}

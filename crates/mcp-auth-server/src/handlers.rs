@@ -1,0 +1,1371 @@
+//! The endpoints: metadata (RFC 8414, OIDC discovery), `/authorize` with login and consent,
+//! `/token`, `/register` (RFC 7591), `/revoke` (RFC 7009), `/introspect` (RFC 7662), `/jwks`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Form, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use mcp_auth_types::{ClientMetadata, ErrorCode, PkceChallenge, ScopeSet};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq as _;
+
+use crate::config::ServerConfig;
+use crate::error::OAuthError;
+use crate::keys::{AccessClaims, Keys};
+use crate::login::IdentityProvider;
+use crate::pages::{Consent, consent_page, error_page};
+use crate::store::{
+    ClientRow, CodeRow, PendingAuthRow, RefreshRow, RegistrationKind, Rotate, Store, TakeCode,
+    hash_secret, unix_now,
+};
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Configuration.
+    pub config: Arc<ServerConfig>,
+    /// Storage.
+    pub store: Arc<dyn Store>,
+    /// Signing keys.
+    pub keys: Keys,
+    /// Login.
+    pub idp: Arc<dyn IdentityProvider>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("issuer", &self.config.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// 256 random bits, base64url: codes, tokens, ids, CSRF tokens.
+pub fn random_token() -> String {
+    let mut b = [0u8; 32];
+    // No safe way to continue without the OS's randomness.
+    getrandom::fill(&mut b).expect("the operating system's random number generator failed");
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+fn tenant(s: &AppState) -> &str {
+    &s.config.tenant
+}
+
+// ---------------------------------------------------------------- metadata
+
+/// RFC 8414 §2 metadata (also served as OpenID Connect discovery).
+pub fn metadata_document(c: &ServerConfig, oidc: bool) -> Value {
+    let mut m = json!({
+        "issuer": c.issuer,
+        "authorization_endpoint": c.endpoint("/authorize"),
+        "token_endpoint": c.endpoint("/token"),
+        "revocation_endpoint": c.endpoint("/revoke"),
+        "introspection_endpoint": c.endpoint("/introspect"),
+        "jwks_uri": c.endpoint("/jwks"),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "EdDSA"],
+        "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        // RFC 9207: every authorization response carries `iss`.
+        "authorization_response_iss_parameter_supported": true,
+        "client_id_metadata_document_supported": false,
+    });
+    if c.allow_dynamic_registration {
+        m["registration_endpoint"] = json!(c.endpoint("/register"));
+    }
+    if let Some(s) = &c.scopes_supported {
+        m["scopes_supported"] = json!(s.iter().map(|x| x.as_str()).collect::<Vec<_>>());
+    }
+    if oidc {
+        m["subject_types_supported"] = json!(["public"]);
+        m["id_token_signing_alg_values_supported"] = json!(["ES256"]);
+    }
+    m
+}
+
+/// `GET /.well-known/oauth-authorization-server`.
+pub async fn metadata(State(s): State<AppState>) -> Response {
+    cached_json(metadata_document(&s.config, false))
+}
+
+/// `GET /.well-known/openid-configuration`.
+pub async fn openid_configuration(State(s): State<AppState>) -> Response {
+    cached_json(metadata_document(&s.config, true))
+}
+
+fn cached_json(v: Value) -> Response {
+    let mut r = Json(v).into_response();
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    r
+}
+
+/// `GET /jwks`.
+pub async fn jwks(State(s): State<AppState>) -> Response {
+    match s.keys.jwks().await {
+        Ok(v) => cached_json(v),
+        Err(e) => OAuthError::internal(&e).into_response(),
+    }
+}
+
+// ---------------------------------------------------------------- redirect URIs
+
+fn is_loopback_host(h: &str) -> bool {
+    let h = h.trim_start_matches('[').trim_end_matches(']');
+    h == "localhost"
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Exact redirect URI matching, except that for loopback redirect URIs the port may differ
+/// (RFC 8252 §7.3; OAuth 2.1 §2.3.1, §8.4.2).
+pub fn redirect_matches(registered: &str, requested: &str) -> bool {
+    if registered == requested {
+        return true;
+    }
+    let (Ok(a), Ok(b)) = (url::Url::parse(registered), url::Url::parse(requested)) else {
+        return false;
+    };
+    a.scheme() == "http"
+        && b.scheme() == "http"
+        && a.host_str().is_some_and(is_loopback_host)
+        && a.host_str() == b.host_str()
+        && a.path() == b.path()
+        && a.query() == b.query()
+        && b.fragment().is_none()
+        && a.username() == b.username()
+        && b.password().is_none()
+}
+
+fn registered_redirects(c: &ClientRow) -> Vec<String> {
+    c.metadata
+        .get("redirect_uris")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------- scopes and resources
+
+fn check_scope(
+    s: &AppState,
+    client: &ClientRow,
+    requested: Option<&str>,
+) -> Result<ScopeSet, (ErrorCode, String)> {
+    let invalid = |m: String| (ErrorCode::InvalidScope, m);
+    let requested = match requested.map(str::trim).filter(|r| !r.is_empty()) {
+        Some(r) => r.parse::<ScopeSet>().map_err(|e| invalid(e.to_string()))?,
+        None => s.config.default_scopes.clone(),
+    };
+    if let Some(supported) = &s.config.scopes_supported
+        && let Some(bad) = requested.iter().find(|x| !supported.contains(x.as_str()))
+    {
+        return Err(invalid(format!("unknown scope {bad}")));
+    }
+    if let Some(allowed) = client.metadata.get("scope").and_then(Value::as_str)
+        && let Ok(allowed) = allowed.parse::<ScopeSet>()
+        && !allowed.is_superset(&requested)
+    {
+        return Err(invalid(
+            "a scope was requested that the client did not register".into(),
+        ));
+    }
+    Ok(requested)
+}
+
+/// RFC 8707 §2: an absolute URI without a fragment, and (when the server is configured with
+/// its resources) one of them.
+fn check_resource(
+    s: &AppState,
+    resource: Option<&str>,
+) -> Result<Option<String>, (ErrorCode, String)> {
+    let Some(r) = resource else { return Ok(None) };
+    let bad = |m: &str| (ErrorCode::InvalidTarget, m.to_owned());
+    let u = url::Url::parse(r).map_err(|_| bad("resource is not an absolute URI"))?;
+    if u.fragment().is_some() {
+        return Err(bad("resource must not contain a fragment"));
+    }
+    if !s.config.resources.is_empty() {
+        let canon = mcp_auth_types::ResourceUrl::canonicalize(r)
+            .map_err(|_| bad("resource is not an http(s) URI"))?;
+        let known = s.config.resources.iter().any(|k| {
+            mcp_auth_types::ResourceUrl::canonicalize(k).is_ok_and(|k| k.as_str() == canon.as_str())
+        });
+        if !known {
+            return Err(bad(
+                "this authorization server does not issue tokens for that resource",
+            ));
+        }
+    }
+    Ok(Some(r.to_owned()))
+}
+
+// ---------------------------------------------------------------- /authorize
+
+/// `GET /authorize` (RFC 6749 §4.1.1, OAuth 2.1 §4.1.1, RFC 7636, RFC 8707, RFC 9207).
+pub async fn authorize(
+    State(s): State<AppState>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
+    let mut params: HashMap<String, String> = HashMap::new();
+    for (k, v) in q {
+        // RFC 6749 §3.1: parameters MUST NOT be included more than once.
+        if params.insert(k.clone(), v).is_some() {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                &format!("the parameter {k} appears more than once"),
+            );
+        }
+    }
+    let get = |k: &str| params.get(k).map(String::as_str);
+    let Some(client_id) = get("client_id") else {
+        return error_page(StatusCode::BAD_REQUEST, "client_id is missing");
+    };
+    let client = match s.store.get_client(tenant(&s), client_id, unix_now()).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return error_page(StatusCode::BAD_REQUEST, "unknown client_id"),
+        Err(e) => return OAuthError::from(e).into_response(),
+    };
+    let registered = registered_redirects(&client);
+    let redirect_uri = match get("redirect_uri") {
+        Some(r) if registered.iter().any(|x| redirect_matches(x, r)) => r.to_owned(),
+        Some(_) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "redirect_uri is not registered for this client",
+            );
+        }
+        None if registered.len() == 1 => registered[0].clone(),
+        None => return error_page(StatusCode::BAD_REQUEST, "redirect_uri is missing"),
+    };
+    // From here on the redirect URI is trusted: errors go back to the client (§4.1.2.1).
+    let state = get("state").map(str::to_owned);
+    let fail = |code: ErrorCode, desc: &str| {
+        error_redirect(&s.config, &redirect_uri, state.as_deref(), code, desc)
+    };
+    if get("response_type") != Some("code") {
+        return fail(
+            ErrorCode::UnsupportedResponseType,
+            "only response_type=code is supported",
+        );
+    }
+    let Some(challenge) = get("code_challenge").filter(|c| !c.is_empty()) else {
+        return fail(
+            ErrorCode::InvalidRequest,
+            "PKCE is required: code_challenge is missing",
+        );
+    };
+    if get("code_challenge_method") != Some("S256") {
+        return fail(
+            ErrorCode::InvalidRequest,
+            "code_challenge_method must be S256",
+        );
+    }
+    if challenge.len() != 43
+        || !challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return fail(
+            ErrorCode::InvalidRequest,
+            "code_challenge is not a base64url SHA-256 value",
+        );
+    }
+    let scope = match check_scope(&s, &client, get("scope")) {
+        Ok(sc) => sc,
+        Err((code, d)) => return fail(code, &d),
+    };
+    let resource = match check_resource(&s, get("resource")) {
+        Ok(r) => r,
+        Err((code, d)) => return fail(code, &d),
+    };
+    let now = unix_now();
+    if s.config.dev_auto_approve {
+        return issue_code(
+            &s,
+            &client.client_id,
+            &redirect_uri,
+            state.as_deref(),
+            challenge,
+            &scope,
+            resource,
+            &s.config.dev_subject,
+            get("nonce"),
+        )
+        .await;
+    }
+    let csrf = random_token();
+    let pending = PendingAuthRow {
+        id: random_token(),
+        tenant: tenant(&s).to_owned(),
+        client_id: client.client_id.clone(),
+        redirect_uri: redirect_uri.clone(),
+        response_type: "code".into(),
+        scope: Some(scope.to_string()).filter(|x| !x.is_empty()),
+        state: state.clone(),
+        code_challenge: challenge.to_owned(),
+        code_challenge_method: "S256".into(),
+        resource: resource.clone(),
+        nonce: get("nonce").map(str::to_owned),
+        prompt: get("prompt").map(str::to_owned),
+        login_hint: get("login_hint").map(str::to_owned),
+        extra: serde_json::Map::new(),
+        subject: None,
+        csrf_hash: hash_secret(&csrf),
+        created_at: now,
+        expires_at: now + s.config.ttls.pending_authorization.as_secs(),
+    };
+    if let Err(e) = s.store.put_pending(&pending).await {
+        return OAuthError::from(e).into_response();
+    }
+    render_consent(&s, &client, &pending, &csrf, None)
+}
+
+fn render_consent(
+    s: &AppState,
+    client: &ClientRow,
+    p: &PendingAuthRow,
+    csrf: &str,
+    error: Option<&str>,
+) -> Response {
+    let name = client
+        .metadata
+        .get("client_name")
+        .and_then(Value::as_str)
+        .unwrap_or(&client.client_id)
+        .to_owned();
+    let host = url::Url::parse(&p.redirect_uri)
+        .ok()
+        .and_then(|u| {
+            u.host_str().map(|h| match u.port() {
+                Some(port) => format!("{h}:{port}"),
+                None => h.to_owned(),
+            })
+        })
+        .unwrap_or_else(|| p.redirect_uri.clone());
+    let registration = match client.registration_kind {
+        RegistrationKind::Dynamic => {
+            "registered itself dynamically; its name is not verified".to_owned()
+        }
+        RegistrationKind::MetadataDocument => format!(
+            "is identified by the metadata document at {}",
+            client.client_id
+        ),
+        RegistrationKind::Static => "is registered with this server".to_owned(),
+    };
+    let scopes: Vec<String> = p
+        .scope
+        .as_deref()
+        .unwrap_or("")
+        .split(' ')
+        .filter(|x| !x.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let action = s.config.endpoint("/authorize");
+    let mut resp = consent_page(&Consent {
+        action: &action,
+        pending_id: &p.id,
+        csrf,
+        client_name: &name,
+        client_id: &client.client_id,
+        redirect_host: &host,
+        registration: &registration,
+        scopes: &scopes,
+        resource: p.resource.as_deref(),
+        error,
+    });
+    let secure = if s.config.issuer.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "mcp_auth_csrf={csrf}; Path=/; HttpOnly; SameSite=Lax; Max-Age=600{secure}"
+    )) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+/// The form posted by the consent page.
+#[derive(Debug, serde::Deserialize)]
+pub struct Decision {
+    pending: String,
+    csrf: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    decision: String,
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// `POST /authorize`: the user's login and decision.
+pub async fn decide(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Form(d): Form<Decision>,
+) -> Response {
+    let now = unix_now();
+    let pending = match s.store.get_pending(tenant(&s), &d.pending, now).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "this authorization request has expired or was already used; start again from the application",
+            );
+        }
+        Err(e) => return OAuthError::from(e).into_response(),
+    };
+    // CSRF: the form's token must match both the pending request's and the cookie set with
+    // the page (RFC 6749 §10.12 protects the client; this protects the consent itself).
+    let form_ok: bool = hash_secret(&d.csrf)
+        .as_bytes()
+        .ct_eq(pending.csrf_hash.as_bytes())
+        .into();
+    let cookie_ok = cookie(&headers, "mcp_auth_csrf")
+        .is_some_and(|c| bool::from(c.as_bytes().ct_eq(d.csrf.as_bytes())));
+    if !form_ok || !cookie_ok {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "the form could not be verified (cookies disabled, or a forged request); start again from the application",
+        );
+    }
+    let client = match s
+        .store
+        .get_client(tenant(&s), &pending.client_id, now)
+        .await
+    {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "the client is no longer registered",
+            );
+        }
+        Err(e) => return OAuthError::from(e).into_response(),
+    };
+    if d.decision != "approve" {
+        let _ = s.store.take_pending(tenant(&s), &pending.id, now).await;
+        return error_redirect(
+            &s.config,
+            &pending.redirect_uri,
+            pending.state.as_deref(),
+            ErrorCode::AccessDenied,
+            "the user denied the request",
+        );
+    }
+    let subject = match s
+        .idp
+        .authenticate(tenant(&s), &d.username, &d.password)
+        .await
+    {
+        Ok(Some(sub)) => sub,
+        Ok(None) => {
+            return render_consent(
+                &s,
+                &client,
+                &pending,
+                &d.csrf,
+                Some("Wrong username or password."),
+            );
+        }
+        Err(e) => return OAuthError::from(e).into_response(),
+    };
+    // Single use: a second submission of the same form finds nothing.
+    let pending = match s.store.take_pending(tenant(&s), &pending.id, now).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "this authorization request was already used",
+            );
+        }
+        Err(e) => return OAuthError::from(e).into_response(),
+    };
+    let scope: ScopeSet = pending
+        .scope
+        .as_deref()
+        .unwrap_or("")
+        .parse()
+        .unwrap_or_default();
+    issue_code(
+        &s,
+        &pending.client_id,
+        &pending.redirect_uri,
+        pending.state.as_deref(),
+        &pending.code_challenge,
+        &scope,
+        pending.resource.clone(),
+        &subject,
+        pending.nonce.as_deref(),
+    )
+    .await
+}
+
+fn with_params(redirect_uri: &str, params: &[(&str, &str)]) -> Option<String> {
+    let mut u = url::Url::parse(redirect_uri).ok()?;
+    {
+        let mut q = u.query_pairs_mut();
+        for (k, v) in params {
+            q.append_pair(k, v);
+        }
+    }
+    Some(u.to_string())
+}
+
+fn redirect_to(url: Option<String>) -> Response {
+    match url {
+        Some(u) => {
+            let mut r = Redirect::to(&u).into_response();
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r.headers_mut().insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            );
+            r
+        }
+        None => error_page(
+            StatusCode::BAD_REQUEST,
+            "the redirect URI is not a valid URL",
+        ),
+    }
+}
+
+/// An error sent back to the client's redirect URI, with `state` and `iss` (RFC 9207 §2).
+fn error_redirect(
+    c: &ServerConfig,
+    redirect_uri: &str,
+    state: Option<&str>,
+    code: ErrorCode,
+    desc: &str,
+) -> Response {
+    let mut p = vec![("error", code.as_str()), ("error_description", desc)];
+    if let Some(st) = state {
+        p.push(("state", st));
+    }
+    p.push(("iss", &c.issuer));
+    redirect_to(with_params(redirect_uri, &p))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn issue_code(
+    s: &AppState,
+    client_id: &str,
+    redirect_uri: &str,
+    state: Option<&str>,
+    challenge: &str,
+    scope: &ScopeSet,
+    resource: Option<String>,
+    subject: &str,
+    nonce: Option<&str>,
+) -> Response {
+    let code = random_token();
+    let row = CodeRow {
+        tenant: tenant(s).to_owned(),
+        code_hash: hash_secret(&code),
+        client_id: client_id.to_owned(),
+        redirect_uri: redirect_uri.to_owned(),
+        code_challenge: challenge.to_owned(),
+        scope: scope.to_string(),
+        resource,
+        subject: subject.to_owned(),
+        nonce: nonce.map(str::to_owned),
+        expires_at: unix_now() + s.config.ttls.auth_code.as_secs(),
+        family_id: random_token(),
+    };
+    if let Err(e) = s.store.put_code(&row).await {
+        return OAuthError::from(e).into_response();
+    }
+    let mut p = vec![("code", code.as_str())];
+    if let Some(st) = state {
+        p.push(("state", st));
+    }
+    p.push(("iss", &s.config.issuer));
+    redirect_to(with_params(redirect_uri, &p))
+}
+
+// ---------------------------------------------------------------- client authentication
+
+/// How a client authenticated at the token, revocation or introspection endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthMethod {
+    /// Identified only (public client).
+    None,
+    /// A secret (Basic or body).
+    Secret,
+    /// A signed assertion.
+    PrivateKeyJwt,
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
+    let Some(v) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| OAuthError::invalid_client("malformed Authorization header"))?;
+    let Some((scheme, b64)) = v.split_once(' ') else {
+        return Err(OAuthError::invalid_client("malformed Authorization header"));
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Ok(None);
+    }
+    let raw = STANDARD
+        .decode(b64.trim())
+        .map_err(|_| OAuthError::invalid_client("malformed Basic credentials"))?;
+    let raw = String::from_utf8(raw)
+        .map_err(|_| OAuthError::invalid_client("malformed Basic credentials"))?;
+    let (id, secret) = raw
+        .split_once(':')
+        .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
+    // RFC 6749 §2.3.1: both parts are form-urlencoded.
+    let dec = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    Ok(Some((dec(id), dec(secret))))
+}
+
+/// Authenticates the client of a token-endpoint style request (RFC 6749 §2.3, RFC 7523 §2.2).
+/// Exactly one method may be used (RFC 6749 §2.3).
+pub async fn authenticate_client(
+    s: &AppState,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<(ClientRow, ClientAuthMethod), OAuthError> {
+    let basic = basic_credentials(headers)?;
+    let body_secret = form.get("client_secret");
+    let assertion = form.get("client_assertion");
+    let used = [basic.is_some(), body_secret.is_some(), assertion.is_some()]
+        .iter()
+        .filter(|x| **x)
+        .count();
+    if used > 1 {
+        return Err(OAuthError::invalid_request(
+            "more than one client authentication method was used",
+        ));
+    }
+    let (client_id, secret) = match (&basic, body_secret) {
+        (Some((id, sec)), _) => {
+            if form.get("client_id").is_some_and(|f| f != id) {
+                return Err(OAuthError::invalid_client(
+                    "client_id does not match the credentials",
+                ));
+            }
+            (id.clone(), Some(sec.clone()))
+        }
+        (None, Some(sec)) => (
+            form.get("client_id")
+                .cloned()
+                .ok_or_else(|| OAuthError::invalid_client("client_id is missing"))?,
+            Some(sec.clone()),
+        ),
+        (None, None) => (
+            form.get("client_id")
+                .cloned()
+                .ok_or_else(|| OAuthError::invalid_client("client authentication is missing"))?,
+            None,
+        ),
+    };
+    let now = unix_now();
+    let client = s
+        .store
+        .get_client(tenant(s), &client_id, now)
+        .await?
+        .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
+    if let Some(jwt) = assertion {
+        if form.get("client_assertion_type").map(String::as_str)
+            != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+        {
+            return Err(OAuthError::invalid_client(
+                "unsupported client_assertion_type",
+            ));
+        }
+        verify_client_assertion(s, &client, jwt).await?;
+        return Ok((client, ClientAuthMethod::PrivateKeyJwt));
+    }
+    match (&client.secret_hash, secret) {
+        (Some(hash), Some(sec)) => {
+            let ok: bool = hash_secret(&sec).as_bytes().ct_eq(hash.as_bytes()).into();
+            if !ok {
+                return Err(OAuthError::invalid_client("client authentication failed"));
+            }
+            Ok((client, ClientAuthMethod::Secret))
+        }
+        (Some(_), None) => Err(OAuthError::invalid_client("this client must authenticate")),
+        (None, Some(_)) => Err(OAuthError::invalid_client("client authentication failed")),
+        (None, None) => {
+            let method = client
+                .metadata
+                .get("token_endpoint_auth_method")
+                .and_then(Value::as_str);
+            if method == Some("private_key_jwt") {
+                return Err(OAuthError::invalid_client(
+                    "this client must authenticate with private_key_jwt",
+                ));
+            }
+            Ok((client, ClientAuthMethod::None))
+        }
+    }
+}
+
+/// RFC 7523 §3: `iss` = `sub` = client id, `aud` names this AS (issuer or token endpoint),
+/// `exp` present, signed by a key in the client's registered `jwks`; a `jti` is accepted once.
+async fn verify_client_assertion(
+    s: &AppState,
+    client: &ClientRow,
+    jwt: &str,
+) -> Result<(), OAuthError> {
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
+    let fail = || OAuthError::invalid_client("client assertion rejected");
+    let header = jsonwebtoken::decode_header(jwt).map_err(|_| fail())?;
+    if !matches!(
+        header.alg,
+        Algorithm::ES256
+            | Algorithm::RS256
+            | Algorithm::EdDSA
+            | Algorithm::PS256
+            | Algorithm::ES384
+    ) {
+        return Err(fail());
+    }
+    let jwks: JwkSet = client
+        .metadata
+        .get("jwks")
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .ok_or_else(|| OAuthError::invalid_client("the client has no registered jwks"))?;
+    let candidates: Vec<_> = jwks
+        .keys
+        .iter()
+        .filter(|k| header.kid.is_none() || k.common.key_id == header.kid)
+        .collect();
+    let mut v = Validation::new(header.alg);
+    v.set_audience(&[
+        s.config.issuer.clone(),
+        s.config.endpoint("/token"),
+        format!("{}/", s.config.issuer),
+    ]);
+    v.set_issuer(std::slice::from_ref(&client.client_id));
+    v.sub = Some(client.client_id.clone());
+    v.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    v.leeway = 30;
+    for k in candidates {
+        let Ok(key) = DecodingKey::from_jwk(k) else {
+            continue;
+        };
+        if let Ok(data) = jsonwebtoken::decode::<Value>(jwt, &key, &v) {
+            if let Some(jti) = data.claims.get("jti").and_then(Value::as_str) {
+                let marker = format!("assertion:{}", hash_secret(jti));
+                if s.store.is_access_revoked(tenant(s), &marker).await? {
+                    return Err(fail());
+                }
+                let exp = data
+                    .claims
+                    .get("exp")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(unix_now() + 300);
+                s.store.revoke_access(tenant(s), &marker, exp + 60).await?;
+            }
+            return Ok(());
+        }
+    }
+    Err(fail())
+}
+
+// ---------------------------------------------------------------- /token
+
+fn token_json(v: Value) -> Response {
+    let mut r = Json(v).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    r
+}
+
+fn client_allows_grant(client: &ClientRow, grant: &str) -> bool {
+    match client.metadata.get("grant_types").and_then(Value::as_array) {
+        Some(g) => g.iter().any(|x| x.as_str() == Some(grant)),
+        // RFC 7591 §2: the default is authorization_code.
+        None => grant == "authorization_code" || (grant == "refresh_token"),
+    }
+}
+
+/// Mints an access token (and a refresh token in `family`, when given).
+async fn mint(
+    s: &AppState,
+    client_id: &str,
+    subject: &str,
+    scope: &str,
+    resource: Option<&str>,
+    family: Option<&str>,
+) -> Result<Value, OAuthError> {
+    let now = unix_now();
+    let ttl = s.config.ttls.access_token.as_secs();
+    let aud = resource
+        .map(str::to_owned)
+        .or_else(|| s.config.default_audience.clone())
+        .unwrap_or_else(|| s.config.issuer.clone());
+    let claims = AccessClaims {
+        iss: s.config.issuer.clone(),
+        sub: subject.to_owned(),
+        aud,
+        exp: now + ttl,
+        iat: now,
+        jti: random_token(),
+        client_id: client_id.to_owned(),
+        scope: scope.to_owned(),
+    };
+    let at = s
+        .keys
+        .sign(&claims)
+        .await
+        .map_err(|e| OAuthError::internal(&e))?;
+    let mut out = json!({"access_token": at, "token_type": "Bearer", "expires_in": ttl});
+    if !scope.is_empty() {
+        out["scope"] = json!(scope);
+    }
+    if let Some(fam) = family {
+        let rt = random_token();
+        s.store
+            .put_refresh(&RefreshRow {
+                tenant: tenant(s).to_owned(),
+                token_hash: hash_secret(&rt),
+                family_id: fam.to_owned(),
+                client_id: client_id.to_owned(),
+                subject: subject.to_owned(),
+                scope: scope.to_owned(),
+                resource: resource.map(str::to_owned),
+                expires_at: now + s.config.ttls.refresh_token.as_secs(),
+                created_at: now,
+            })
+            .await?;
+        out["refresh_token"] = json!(rt);
+    }
+    Ok(out)
+}
+
+/// `POST /token` (RFC 6749 §3.2, §4.1.3, §4.4, §6).
+pub async fn token(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    match token_inner(&s, &headers, form).await {
+        Ok(v) => token_json(v),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn token_inner(
+    s: &AppState,
+    headers: &HeaderMap,
+    pairs: Vec<(String, String)>,
+) -> Result<Value, OAuthError> {
+    let mut form = HashMap::new();
+    for (k, v) in pairs {
+        if form.insert(k.clone(), v).is_some() {
+            return Err(OAuthError::invalid_request(format!(
+                "the parameter {k} appears more than once"
+            )));
+        }
+    }
+    let (client, method) = authenticate_client(s, headers, &form).await?;
+    let grant = form.get("grant_type").map(String::as_str).unwrap_or("");
+    if !client_allows_grant(&client, grant) && grant != "authorization_code" {
+        return Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            format!("the client may not use {grant}"),
+        ));
+    }
+    let now = unix_now();
+    match grant {
+        "authorization_code" => {
+            let code = form
+                .get("code")
+                .ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
+            let row = match s
+                .store
+                .take_code(tenant(s), &hash_secret(code), now)
+                .await?
+            {
+                TakeCode::Taken(r) => r,
+                TakeCode::Replayed { family_id, .. } => {
+                    // RFC 6749 §4.1.2: a code used twice revokes what it issued.
+                    s.store.revoke_family(tenant(s), &family_id, now).await?;
+                    tracing::warn!(client = %client.client_id, "authorization code replayed; its tokens were revoked");
+                    return Err(OAuthError::invalid_grant(
+                        "the authorization code was already used",
+                    ));
+                }
+                TakeCode::Missing => {
+                    return Err(OAuthError::invalid_grant(
+                        "the authorization code is invalid or expired",
+                    ));
+                }
+            };
+            if row.client_id != client.client_id {
+                return Err(OAuthError::invalid_grant(
+                    "the code was issued to another client",
+                ));
+            }
+            if form.get("redirect_uri").map(String::as_str) != Some(row.redirect_uri.as_str()) {
+                return Err(OAuthError::invalid_grant(
+                    "redirect_uri does not match the authorization request",
+                ));
+            }
+            let verifier = form
+                .get("code_verifier")
+                .ok_or_else(|| OAuthError::invalid_grant("code_verifier is missing (PKCE)"))?;
+            if !PkceChallenge::from_string(row.code_challenge.clone()).verify(verifier) {
+                return Err(OAuthError::invalid_grant(
+                    "code_verifier does not match the code_challenge",
+                ));
+            }
+            let resource = match (form.get("resource"), &row.resource) {
+                (Some(r), Some(orig)) if r != orig => {
+                    return Err(OAuthError::new(
+                        ErrorCode::InvalidTarget,
+                        "resource differs from the authorization request",
+                    ));
+                }
+                (Some(r), None) => {
+                    check_resource(s, Some(r)).map_err(|(c, d)| OAuthError::new(c, d))?
+                }
+                (_, orig) => orig.clone(),
+            };
+            let family = (s.config.issue_refresh_tokens
+                && client_allows_grant(&client, "refresh_token"))
+            .then_some(row.family_id.as_str());
+            mint(
+                s,
+                &client.client_id,
+                &row.subject,
+                &row.scope,
+                resource.as_deref(),
+                family,
+            )
+            .await
+        }
+        "refresh_token" => {
+            let rt = form
+                .get("refresh_token")
+                .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
+            let old_hash = hash_secret(rt);
+            // Check the owner before rotating: a stolen token presented by another client
+            // must not rotate the real client's token away.
+            let Some(current) = s.store.get_refresh(tenant(s), &old_hash, now).await? else {
+                // Unknown, expired, or already rotated: rotate_refresh tells reuse apart and
+                // revokes the family (RFC 9700 §4.14.2).
+                let placeholder = RefreshRow {
+                    tenant: tenant(s).to_owned(),
+                    token_hash: hash_secret(&random_token()),
+                    family_id: String::new(),
+                    client_id: client.client_id.clone(),
+                    subject: String::new(),
+                    scope: String::new(),
+                    resource: None,
+                    expires_at: now + 1,
+                    created_at: now,
+                };
+                if let Rotate::Reused { .. } = s
+                    .store
+                    .rotate_refresh(tenant(s), &old_hash, &placeholder, now)
+                    .await?
+                {
+                    tracing::warn!(client = %client.client_id, "rotated refresh token reused; family revoked");
+                }
+                return Err(OAuthError::invalid_grant(
+                    "the refresh token is invalid, expired or revoked",
+                ));
+            };
+            if current.client_id != client.client_id {
+                return Err(OAuthError::invalid_grant(
+                    "the refresh token was issued to another client",
+                ));
+            }
+            let scope = match form.get("scope") {
+                Some(req) => {
+                    let req: ScopeSet = req
+                        .parse()
+                        .map_err(|_| OAuthError::new(ErrorCode::InvalidScope, "invalid scope"))?;
+                    let held: ScopeSet = current.scope.parse().unwrap_or_default();
+                    if !held.is_superset(&req) {
+                        return Err(OAuthError::new(
+                            ErrorCode::InvalidScope,
+                            "a refresh may not widen the scope",
+                        ));
+                    }
+                    req.to_string()
+                }
+                None => current.scope.clone(),
+            };
+            if let Some(r) = form.get("resource")
+                && current.resource.as_deref() != Some(r.as_str())
+            {
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidTarget,
+                    "resource differs from the original grant",
+                ));
+            }
+            let new_rt = random_token();
+            let new_row = RefreshRow {
+                tenant: tenant(s).to_owned(),
+                token_hash: hash_secret(&new_rt),
+                family_id: current.family_id.clone(),
+                client_id: current.client_id.clone(),
+                subject: current.subject.clone(),
+                scope: current.scope.clone(),
+                resource: current.resource.clone(),
+                expires_at: now + s.config.ttls.refresh_token.as_secs(),
+                created_at: now,
+            };
+            match s
+                .store
+                .rotate_refresh(tenant(s), &old_hash, &new_row, now)
+                .await?
+            {
+                Rotate::Rotated(_) => {}
+                Rotate::Reused { .. } => {
+                    tracing::warn!(client = %client.client_id, "rotated refresh token reused; family revoked");
+                    return Err(OAuthError::invalid_grant(
+                        "the refresh token was already used",
+                    ));
+                }
+                Rotate::Invalid => {
+                    return Err(OAuthError::invalid_grant(
+                        "the refresh token is invalid, expired or revoked",
+                    ));
+                }
+            }
+            let mut out = mint(
+                s,
+                &client.client_id,
+                &current.subject,
+                &scope,
+                current.resource.as_deref(),
+                None,
+            )
+            .await?;
+            out["refresh_token"] = json!(new_rt);
+            Ok(out)
+        }
+        "client_credentials" => {
+            if method == ClientAuthMethod::None {
+                return Err(OAuthError::new(
+                    ErrorCode::UnauthorizedClient,
+                    "client credentials need a confidential client",
+                ));
+            }
+            let scope = check_scope(s, &client, form.get("scope").map(String::as_str))
+                .map_err(|(c, d)| OAuthError::new(c, d))?;
+            let resource = check_resource(s, form.get("resource").map(String::as_str))
+                .map_err(|(c, d)| OAuthError::new(c, d))?;
+            mint(
+                s,
+                &client.client_id,
+                &client.client_id,
+                &scope.to_string(),
+                resource.as_deref(),
+                None,
+            )
+            .await
+        }
+        "" => Err(OAuthError::invalid_request("grant_type is missing")),
+        other => Err(OAuthError::new(
+            ErrorCode::UnsupportedGrantType,
+            format!("unsupported grant_type {other}"),
+        )),
+    }
+}
+
+// ---------------------------------------------------------------- /register
+
+/// `POST /register` (RFC 7591 §3).
+pub async fn register(State(s): State<AppState>, Json(body): Json<Value>) -> Response {
+    if !s.config.allow_dynamic_registration {
+        return OAuthError::new(ErrorCode::AccessDenied, "dynamic registration is disabled")
+            .into_response();
+    }
+    match register_inner(&s, body).await {
+        Ok(v) => {
+            let mut r = (StatusCode::CREATED, Json(v)).into_response();
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+fn bad_metadata(d: impl Into<String>) -> OAuthError {
+    OAuthError::new(ErrorCode::InvalidClientMetadata, d)
+}
+
+async fn register_inner(s: &AppState, body: Value) -> Result<Value, OAuthError> {
+    let meta: ClientMetadata = serde_json::from_value(body.clone())
+        .map_err(|_| bad_metadata("the body is not valid client metadata"))?;
+    let grants: Vec<String> = if meta.grant_types.is_empty() {
+        vec!["authorization_code".into()]
+    } else {
+        meta.grant_types.clone()
+    };
+    for g in &grants {
+        if !matches!(
+            g.as_str(),
+            "authorization_code" | "refresh_token" | "client_credentials"
+        ) {
+            return Err(bad_metadata(format!("unsupported grant type {g}")));
+        }
+    }
+    if !meta.response_types.is_empty() && meta.response_types.iter().any(|r| r != "code") {
+        return Err(bad_metadata("only the code response type is supported"));
+    }
+    if grants.iter().any(|g| g == "authorization_code") && meta.redirect_uris.is_empty() {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidRedirectUri,
+            "redirect_uris is required",
+        ));
+    }
+    for r in &meta.redirect_uris {
+        let u = url::Url::parse(r).map_err(|_| {
+            OAuthError::new(
+                ErrorCode::InvalidRedirectUri,
+                format!("{r} is not an absolute URI"),
+            )
+        })?;
+        if u.fragment().is_some() {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidRedirectUri,
+                "redirect URIs must not contain a fragment",
+            ));
+        }
+        let loopback = u.host_str().is_some_and(is_loopback_host);
+        match u.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            "http" => {
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidRedirectUri,
+                    "plain http redirect URIs are only allowed for loopback",
+                ));
+            }
+            // Private-use schemes for native apps (RFC 8252 §7.1) must look like a reversed
+            // domain; `javascript:` and friends are refused.
+            scheme if scheme.contains('.') => {}
+            _ => {
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidRedirectUri,
+                    format!("redirect URI scheme of {r} is not allowed"),
+                ));
+            }
+        }
+    }
+    let method = meta
+        .token_endpoint_auth_method
+        .as_ref()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "client_secret_basic".into());
+    if !matches!(
+        method.as_str(),
+        "none" | "client_secret_basic" | "client_secret_post" | "private_key_jwt"
+    ) {
+        return Err(bad_metadata(format!(
+            "unsupported token_endpoint_auth_method {method}"
+        )));
+    }
+    if method == "private_key_jwt" && meta.jwks.is_none() {
+        return Err(bad_metadata("private_key_jwt needs an inline jwks"));
+    }
+    if let Some(sc) = &meta.scope {
+        check_scope_syntax(s, sc)?;
+    }
+    let now = unix_now();
+    let client_id = random_token();
+    let secret = matches!(
+        method.as_str(),
+        "client_secret_basic" | "client_secret_post"
+    )
+    .then(random_token);
+    let mut stored = body;
+    if let Some(o) = stored.as_object_mut() {
+        o.insert("token_endpoint_auth_method".into(), json!(method));
+        o.insert("grant_types".into(), json!(grants));
+        o.insert("response_types".into(), json!(["code"]));
+        o.remove("client_id");
+        o.remove("client_secret");
+    }
+    let expires_at = now + s.config.ttls.client_registration.as_secs();
+    s.store
+        .put_client(&ClientRow {
+            tenant: tenant(s).to_owned(),
+            client_id: client_id.clone(),
+            secret_hash: secret.as_deref().map(hash_secret),
+            metadata: stored.clone(),
+            registration_kind: RegistrationKind::Dynamic,
+            registration_token_hash: None,
+            created_at: now,
+            expires_at: Some(expires_at),
+        })
+        .await?;
+    let mut out = stored;
+    out["client_id"] = json!(client_id);
+    out["client_id_issued_at"] = json!(now);
+    if let Some(sec) = secret {
+        out["client_secret"] = json!(sec);
+        out["client_secret_expires_at"] = json!(expires_at);
+    }
+    Ok(out)
+}
+
+fn check_scope_syntax(s: &AppState, sc: &str) -> Result<(), OAuthError> {
+    let set: ScopeSet = sc.parse().map_err(|_| bad_metadata("invalid scope"))?;
+    if let Some(supported) = &s.config.scopes_supported
+        && let Some(bad) = set.iter().find(|x| !supported.contains(x.as_str()))
+    {
+        return Err(bad_metadata(format!("unknown scope {bad}")));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- /revoke, /introspect
+
+/// `POST /revoke` (RFC 7009 §2): 200 whatever the token was, once the client authenticated.
+pub async fn revoke(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let (client, _) = match authenticate_client(&s, &headers, &form).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let Some(tok) = form.get("token") else {
+        return OAuthError::invalid_request("token is missing").into_response();
+    };
+    let now = unix_now();
+    let result: Result<(), OAuthError> = async {
+        if let Some(r) = s
+            .store
+            .get_refresh(tenant(&s), &hash_secret(tok), now)
+            .await?
+        {
+            if r.client_id == client.client_id {
+                s.store.revoke_family(tenant(&s), &r.family_id, now).await?;
+            }
+            return Ok(());
+        }
+        if let Some(c) = s.keys.verify(tok, &s.config.issuer, None).await
+            && c.client_id == client.client_id
+        {
+            s.store.revoke_access(tenant(&s), &c.jti, c.exp).await?;
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /introspect` (RFC 7662 §2), for authenticated (confidential) clients.
+pub async fn introspect(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    match authenticate_client(&s, &headers, &form).await {
+        Ok((_, ClientAuthMethod::None)) => {
+            return OAuthError::invalid_client("introspection needs client authentication")
+                .into_response();
+        }
+        Ok(_) => {}
+        Err(e) => return e.into_response(),
+    }
+    let Some(tok) = form.get("token") else {
+        return OAuthError::invalid_request("token is missing").into_response();
+    };
+    let now = unix_now();
+    let inactive = || token_json(json!({"active": false}));
+    if let Some(c) = s.keys.verify(tok, &s.config.issuer, None).await {
+        return match s.store.is_access_revoked(tenant(&s), &c.jti).await {
+            Ok(true) => inactive(),
+            Ok(false) => token_json(json!({
+                "active": true, "scope": c.scope, "client_id": c.client_id, "sub": c.sub,
+                "aud": c.aud, "iss": c.iss, "exp": c.exp, "iat": c.iat, "jti": c.jti,
+                "token_type": "Bearer",
+            })),
+            Err(e) => OAuthError::from(e).into_response(),
+        };
+    }
+    match s
+        .store
+        .get_refresh(tenant(&s), &hash_secret(tok), now)
+        .await
+    {
+        Ok(Some(r)) => token_json(json!({
+            "active": true, "scope": r.scope, "client_id": r.client_id, "sub": r.subject,
+            "exp": r.expires_at, "iat": r.created_at, "iss": s.config.issuer, "token_type": "refresh_token",
+        })),
+        Ok(None) => inactive(),
+        Err(e) => OAuthError::from(e).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_redirects_may_change_only_the_port() {
+        let reg = "http://127.0.0.1:1234/callback";
+        assert!(redirect_matches(reg, "http://127.0.0.1:5555/callback"));
+        assert!(redirect_matches(reg, reg));
+        assert!(!redirect_matches(reg, "http://127.0.0.1:5555/other"));
+        assert!(!redirect_matches(reg, "http://127.0.0.1:5555/callback?x=1"));
+        assert!(!redirect_matches(reg, "http://localhost:5555/callback"));
+        assert!(!redirect_matches(
+            "https://app.example.com/cb",
+            "https://app.example.com/cb/"
+        ));
+        assert!(!redirect_matches(
+            "https://app.example.com/cb",
+            "https://app.example.com:444/cb"
+        ));
+        assert!(!redirect_matches(
+            reg,
+            "http://127.0.0.1.evil.com:5555/callback"
+        ));
+    }
+}

@@ -1,0 +1,64 @@
+//! # mcp-auth-server
+//!
+//! An OAuth 2.1 authorization server for the Model Context Protocol. So far this crate holds
+//! its storage layer; the HTTP endpoints (authorize, token, registration, revocation, JWKS)
+//! are built on top of it.
+//!
+//! A short tour of [`store`]:
+//! - [`store::Store`]: the one storage trait every backend implements. Every call names a
+//!   tenant, and the operations that must be atomic (single-use authorization codes, refresh
+//!   token rotation with reuse detection, single-use pending authorization requests) are one
+//!   call each, so the server never has to build them out of reads and writes.
+//! - Row types ([`store::ClientRow`], [`store::CodeRow`], [`store::RefreshRow`], ...): secrets
+//!   are kept only as SHA-256 hashes made by [`store::hash_secret`], and never print.
+//! - [`store::MemoryStore`]: a backend for tests and single-process demos.
+//! - `store::suite` (cargo feature `store-test-suite`): the conformance suite that every
+//!   backend runs from its tests through the `store_suite!` macro.
+//!
+//! ```
+//! use mcp_auth_server::store::{CodeRow, MemoryStore, Store, TakeCode, hash_secret};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let store = MemoryStore::new();
+//! let code = "a-random-authorization-code";
+//! store
+//!     .put_code(&CodeRow {
+//!         tenant: "acme".into(),
+//!         code_hash: hash_secret(code),
+//!         client_id: "client-1".into(),
+//!         redirect_uri: "http://127.0.0.1:4242/callback".into(),
+//!         code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+//!         scope: "files:read".into(),
+//!         resource: Some("https://mcp.example.com/mcp".into()),
+//!         subject: "alice".into(),
+//!         nonce: None,
+//!         expires_at: 1_000_060,
+//!         family_id: "family-1".into(),
+//!     })
+//!     .await
+//!     .unwrap();
+//!
+//! let now = 1_000_000;
+//! let first = store.take_code("acme", &hash_secret(code), now).await.unwrap();
+//! assert!(matches!(first, TakeCode::Taken(_)));
+//! // A second redemption is a replay: the server must revoke what the code issued.
+//! let second = store.take_code("acme", &hash_secret(code), now).await.unwrap();
+//! assert!(matches!(second, TakeCode::Replayed { .. }));
+//! # });
+//! ```
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+pub mod handlers;
+pub mod keys;
+pub mod login;
+pub mod pages;
+mod router;
+pub mod store;
+
+pub use config::{ServerConfig, Ttls};
+pub use keys::{AccessClaims, Keys};
+pub use login::{IdentityProvider, LocalAccounts};
+pub use router::AuthorizationServer;

@@ -1,0 +1,156 @@
+//! Server-rendered pages: the login + consent page and the error page. No JavaScript; every
+//! value is HTML-escaped; headers forbid framing (clickjacking) and caching.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+
+/// Escapes text for HTML element content and attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;color:#222}\
+h1{font-size:1.3rem}.box{border:1px solid #ccc;border-radius:8px;padding:1rem 1.2rem}\
+.muted{color:#666;font-size:.9rem}.err{color:#a00}label{display:block;margin:.6rem 0 .2rem}\
+input[type=text],input[type=password]{width:100%;padding:.4rem;box-sizing:border-box}\
+button{margin:1rem .5rem 0 0;padding:.5rem 1rem}ul{padding-left:1.2rem}";
+
+/// Wraps a page body with the protective headers.
+pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
+<title>{}</title><style>{STYLE}</style></head><body>{body}</body></html>",
+        esc(title)
+    );
+    let mut resp = (status, Html(html)).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+/// An error shown to the user instead of redirecting (the redirect URI is not trusted yet,
+/// RFC 6749 §4.1.2.1: "MUST NOT automatically redirect").
+pub fn error_page(status: StatusCode, message: &str) -> Response {
+    page(
+        status,
+        "Authorization error",
+        &format!(
+            "<h1>This authorization request cannot continue</h1><div class=box><p class=err>{}</p>\
+<p class=muted>The application that sent you here made an invalid request. Close this page and try again from the application.</p></div>",
+            esc(message)
+        ),
+    )
+}
+
+/// What the consent page shows.
+pub struct Consent<'a> {
+    /// Form target.
+    pub action: &'a str,
+    /// Pending request id.
+    pub pending_id: &'a str,
+    /// CSRF token (also in a cookie).
+    pub csrf: &'a str,
+    /// Client name (or id).
+    pub client_name: &'a str,
+    /// The client id.
+    pub client_id: &'a str,
+    /// Where the browser will be sent.
+    pub redirect_host: &'a str,
+    /// "registered itself dynamically", "is identified by a metadata document at …", …
+    pub registration: &'a str,
+    /// Requested scopes.
+    pub scopes: &'a [String],
+    /// The resource the token is for.
+    pub resource: Option<&'a str>,
+    /// A login error to show.
+    pub error: Option<&'a str>,
+}
+
+/// The login + consent page.
+pub fn consent_page(c: &Consent<'_>) -> Response {
+    let scopes = if c.scopes.is_empty() {
+        "<li>basic access (no specific scopes)</li>".to_owned()
+    } else {
+        c.scopes
+            .iter()
+            .map(|s| format!("<li><code>{}</code></li>", esc(s)))
+            .collect()
+    };
+    let resource = c
+        .resource
+        .map(|r| format!("<p class=muted>For the server <code>{}</code>.</p>", esc(r)))
+        .unwrap_or_default();
+    let error = c
+        .error
+        .map(|e| format!("<p class=err>{}</p>", esc(e)))
+        .unwrap_or_default();
+    let body = format!(
+        "<h1>Authorize <em>{name}</em>?</h1><div class=box>\
+<p><strong>{name}</strong> <span class=muted>({id})</span> {registration}. After you decide, your browser goes to <strong>{host}</strong>.</p>\
+<p>It asks for:</p><ul>{scopes}</ul>{resource}{error}\
+<form method=post action=\"{action}\">\
+<input type=hidden name=pending value=\"{pending}\"><input type=hidden name=csrf value=\"{csrf}\">\
+<label for=u>Username</label><input id=u type=text name=username autocomplete=username>\
+<label for=p>Password</label><input id=p type=password name=password autocomplete=current-password>\
+<button type=submit name=decision value=approve>Log in and allow</button>\
+<button type=submit name=decision value=deny>Deny</button></form></div>",
+        name = esc(c.client_name),
+        id = esc(c.client_id),
+        registration = esc(c.registration),
+        host = esc(c.redirect_host),
+        action = esc(c.action),
+        pending = esc(c.pending_id),
+        csrf = esc(c.csrf),
+    );
+    page(StatusCode::OK, "Authorize", &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            esc("<script>\"x\"&'</script>"),
+            "&lt;script&gt;&quot;x&quot;&amp;&#39;&lt;/script&gt;"
+        );
+    }
+
+    #[test]
+    fn pages_forbid_framing() {
+        let r = error_page(StatusCode::BAD_REQUEST, "<b>bad</b>");
+        assert_eq!(r.headers()[header::X_FRAME_OPTIONS], "DENY");
+        assert!(
+            r.headers()[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'")
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! The authorization server as an axum [`Router`].
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::config::ServerConfig;
+use crate::handlers::{self, AppState};
+use crate::keys::{KeyError, Keys};
+use crate::login::{IdentityProvider, LocalAccounts};
+use crate::store::Store;
+
+/// A ready authorization server: its state and its routes.
+#[derive(Clone, Debug)]
+pub struct AuthorizationServer {
+    state: AppState,
+}
+
+impl AuthorizationServer {
+    /// Builds the server over `store`, with local accounts for login; loads (or creates) the
+    /// signing keys.
+    pub async fn new(config: ServerConfig, store: Arc<dyn Store>) -> Result<Self, KeyError> {
+        let idp: Arc<dyn IdentityProvider> = Arc::new(LocalAccounts::new(store.clone()));
+        Self::with_identity_provider(config, store, idp).await
+    }
+
+    /// Like [`Self::new`] with another login.
+    pub async fn with_identity_provider(
+        config: ServerConfig,
+        store: Arc<dyn Store>,
+        idp: Arc<dyn IdentityProvider>,
+    ) -> Result<Self, KeyError> {
+        let keys = Keys::new(store.clone(), config.tenant.clone());
+        keys.ensure(config.ttls.access_token).await?;
+        Ok(Self {
+            state: AppState {
+                config: Arc::new(config),
+                store,
+                keys,
+                idp,
+            },
+        })
+    }
+
+    /// The shared state (configuration, store, keys).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The signing keys (for a resource server in the same process to verify tokens
+    /// without a network round trip).
+    pub fn keys(&self) -> &Keys {
+        &self.state.keys
+    }
+
+    /// The routes. Endpoints sit under the issuer's path (`{issuer}/authorize` …); the
+    /// metadata documents at the root well-known locations with the issuer's path inserted
+    /// (RFC 8414 §3.1), and OIDC discovery both inserted and appended.
+    pub fn router(&self) -> Router {
+        let base = url::Url::parse(&self.state.config.issuer)
+            .map(|u| u.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        let p = |s: &str| format!("{base}{s}");
+        let mut r = Router::new()
+            .route(
+                &format!("/.well-known/oauth-authorization-server{base}"),
+                get(handlers::metadata),
+            )
+            .route(
+                &format!("/.well-known/openid-configuration{base}"),
+                get(handlers::openid_configuration),
+            )
+            .route(
+                &p("/authorize"),
+                get(handlers::authorize).post(handlers::decide),
+            )
+            .route(&p("/token"), post(handlers::token))
+            .route(&p("/register"), post(handlers::register))
+            .route(&p("/revoke"), post(handlers::revoke))
+            .route(&p("/introspect"), post(handlers::introspect))
+            .route(&p("/jwks"), get(handlers::jwks));
+        if !base.is_empty() {
+            r = r.route(
+                &p("/.well-known/openid-configuration"),
+                get(handlers::openid_configuration),
+            );
+        }
+        r.with_state(self.state.clone())
+    }
+}

@@ -1,0 +1,406 @@
+//! An in-process [`Store`]: for tests, examples and single-process demos. Nothing survives
+//! a restart.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+
+use super::{
+    ClientRow, CodeRow, ConsentRow, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS, RefreshRow,
+    Rotate, SigningKeyRow, Store, StoreError, TakeCode, UserRow, check_refresh_successor,
+};
+
+/// `(tenant, id)`: every map is keyed by tenant first, so no lookup can cross tenants.
+type Key = (String, String);
+
+fn key(tenant: &str, id: &str) -> Key {
+    (tenant.to_owned(), id.to_owned())
+}
+
+/// A [`Store`] in memory.
+///
+/// All tables sit behind one `std::sync::Mutex`: every operation is a few map lookups with
+/// no `.await` while the lock is held, so a blocking mutex is cheaper than an async one and
+/// cannot be held across a suspension point; one lock for all tables makes the compound
+/// operations (rotation, family revocation, client deletion) atomic for free.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    tables: Mutex<Tables>,
+}
+
+#[derive(Debug, Default)]
+struct Tables {
+    clients: HashMap<Key, ClientRow>,
+    users: HashMap<Key, UserRow>,
+    codes: HashMap<Key, Code>,
+    refresh: HashMap<Key, Refresh>,
+    /// `(tenant, family_id)` -> remembered until.
+    revoked_families: HashMap<Key, u64>,
+    /// `(tenant, jti)` -> expires at.
+    revoked_access: HashMap<Key, u64>,
+    /// `(tenant, kid)`.
+    keys: HashMap<Key, SigningKeyRow>,
+    pending: HashMap<Key, PendingAuthRow>,
+    /// `(tenant, subject, client_id)`.
+    consents: HashMap<(String, String, String), ConsentRow>,
+}
+
+#[derive(Debug)]
+struct Code {
+    row: CodeRow,
+    spent: bool,
+}
+
+#[derive(Debug)]
+struct Refresh {
+    row: RefreshRow,
+    rotated_at: Option<u64>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Tables> {
+        // A panic while holding the lock leaves at worst one half-applied operation; a
+        // test store should keep answering rather than poison every later test.
+        self.tables.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Tables {
+    fn revoke_family(&mut self, tenant: &str, family_id: &str, now: u64) -> usize {
+        let before = self.refresh.len();
+        self.refresh
+            .retain(|(t, _), r| !(t == tenant && r.row.family_id == family_id));
+        let until = now.saturating_add(REVOKED_FAMILY_RETENTION_SECS);
+        let remembered = self
+            .revoked_families
+            .entry(key(tenant, family_id))
+            .or_insert(until);
+        *remembered = (*remembered).max(until);
+        before - self.refresh.len()
+    }
+}
+
+/// Removes the entries `expired` says are, returning how many.
+fn sweep_map<K, V>(map: &mut HashMap<K, V>, expired: impl Fn(&V) -> bool) -> usize {
+    let before = map.len();
+    map.retain(|_, v| !expired(v));
+    before - map.len()
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn put_client(&self, row: &ClientRow) -> Result<(), StoreError> {
+        self.lock()
+            .clients
+            .insert(key(&row.tenant, &row.client_id), row.clone());
+        Ok(())
+    }
+
+    async fn get_client(
+        &self,
+        tenant: &str,
+        client_id: &str,
+        now: u64,
+    ) -> Result<Option<ClientRow>, StoreError> {
+        Ok(self
+            .lock()
+            .clients
+            .get(&key(tenant, client_id))
+            .filter(|c| c.expires_at.is_none_or(|e| now < e))
+            .cloned())
+    }
+
+    async fn delete_client(&self, tenant: &str, client_id: &str) -> Result<bool, StoreError> {
+        let mut t = self.lock();
+        let existed = t.clients.remove(&key(tenant, client_id)).is_some();
+        let ours = |t: &str, c: &str| t == tenant && c == client_id;
+        t.codes.retain(|(t, _), c| !ours(t, &c.row.client_id));
+        t.refresh.retain(|(t, _), r| !ours(t, &r.row.client_id));
+        t.pending.retain(|(t, _), p| !ours(t, &p.client_id));
+        t.consents.retain(|(t, _, c), _| !ours(t, c));
+        Ok(existed)
+    }
+
+    async fn put_user(&self, row: &UserRow) -> Result<(), StoreError> {
+        self.lock()
+            .users
+            .insert(key(&row.tenant, &row.username), row.clone());
+        Ok(())
+    }
+
+    async fn get_user(&self, tenant: &str, username: &str) -> Result<Option<UserRow>, StoreError> {
+        Ok(self.lock().users.get(&key(tenant, username)).cloned())
+    }
+
+    async fn put_code(&self, row: &CodeRow) -> Result<(), StoreError> {
+        let mut t = self.lock();
+        let k = key(&row.tenant, &row.code_hash);
+        if t.codes.contains_key(&k) {
+            return Err(StoreError::Conflict("authorization code"));
+        }
+        t.codes.insert(
+            k,
+            Code {
+                row: row.clone(),
+                spent: false,
+            },
+        );
+        Ok(())
+    }
+
+    async fn take_code(
+        &self,
+        tenant: &str,
+        code_hash: &str,
+        now: u64,
+    ) -> Result<TakeCode, StoreError> {
+        let mut t = self.lock();
+        let Some(code) = t.codes.get_mut(&key(tenant, code_hash)) else {
+            return Ok(TakeCode::Missing);
+        };
+        if now >= code.row.expires_at {
+            return Ok(TakeCode::Missing);
+        }
+        if code.spent {
+            return Ok(TakeCode::Replayed {
+                family_id: code.row.family_id.clone(),
+                client_id: code.row.client_id.clone(),
+            });
+        }
+        code.spent = true;
+        Ok(TakeCode::Taken(code.row.clone()))
+    }
+
+    async fn put_refresh(&self, row: &RefreshRow) -> Result<(), StoreError> {
+        let mut t = self.lock();
+        if t.revoked_families
+            .contains_key(&key(&row.tenant, &row.family_id))
+        {
+            return Err(StoreError::FamilyRevoked);
+        }
+        let k = key(&row.tenant, &row.token_hash);
+        if t.refresh.contains_key(&k) {
+            return Err(StoreError::Conflict("refresh token"));
+        }
+        t.refresh.insert(
+            k,
+            Refresh {
+                row: row.clone(),
+                rotated_at: None,
+            },
+        );
+        Ok(())
+    }
+
+    async fn get_refresh(
+        &self,
+        tenant: &str,
+        token_hash: &str,
+        now: u64,
+    ) -> Result<Option<RefreshRow>, StoreError> {
+        Ok(self
+            .lock()
+            .refresh
+            .get(&key(tenant, token_hash))
+            .filter(|r| r.rotated_at.is_none() && now < r.row.expires_at)
+            .map(|r| r.row.clone()))
+    }
+
+    async fn rotate_refresh(
+        &self,
+        tenant: &str,
+        old_hash: &str,
+        new_row: &RefreshRow,
+        now: u64,
+    ) -> Result<Rotate, StoreError> {
+        let mut t = self.lock();
+        let old_key = key(tenant, old_hash);
+        let Some(old) = t.refresh.get(&old_key) else {
+            return Ok(Rotate::Invalid);
+        };
+        if now >= old.row.expires_at {
+            return Ok(Rotate::Invalid);
+        }
+        if old.rotated_at.is_some() {
+            let family_id = old.row.family_id.clone();
+            t.revoke_family(tenant, &family_id, now);
+            return Ok(Rotate::Reused { family_id });
+        }
+        check_refresh_successor(tenant, &old.row, new_row)?;
+        let new_key = key(tenant, &new_row.token_hash);
+        if t.refresh.contains_key(&new_key) {
+            return Err(StoreError::Conflict("refresh token"));
+        }
+        let old = t.refresh.get_mut(&old_key).expect("looked up above");
+        old.rotated_at = Some(now);
+        let old_row = old.row.clone();
+        t.refresh.insert(
+            new_key,
+            Refresh {
+                row: new_row.clone(),
+                rotated_at: None,
+            },
+        );
+        Ok(Rotate::Rotated(old_row))
+    }
+
+    async fn revoke_family(
+        &self,
+        tenant: &str,
+        family_id: &str,
+        now: u64,
+    ) -> Result<usize, StoreError> {
+        Ok(self.lock().revoke_family(tenant, family_id, now))
+    }
+
+    async fn revoke_access(
+        &self,
+        tenant: &str,
+        jti: &str,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        let mut t = self.lock();
+        let e = t
+            .revoked_access
+            .entry(key(tenant, jti))
+            .or_insert(expires_at);
+        *e = (*e).max(expires_at);
+        Ok(())
+    }
+
+    async fn is_access_revoked(&self, tenant: &str, jti: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().revoked_access.contains_key(&key(tenant, jti)))
+    }
+
+    async fn put_signing_key(&self, row: &SigningKeyRow) -> Result<(), StoreError> {
+        let mut t = self.lock();
+        let k = key(&row.tenant, &row.kid);
+        if t.keys.contains_key(&k) {
+            return Err(StoreError::Conflict("signing key"));
+        }
+        t.keys.insert(k, row.clone());
+        Ok(())
+    }
+
+    async fn list_signing_keys(
+        &self,
+        tenant: &str,
+        now: u64,
+    ) -> Result<Vec<SigningKeyRow>, StoreError> {
+        let t = self.lock();
+        let mut keys: Vec<SigningKeyRow> = t
+            .keys
+            .iter()
+            .filter(|((t, _), k)| t == tenant && k.not_after.is_none_or(|n| now < n))
+            .map(|(_, k)| k.clone())
+            .collect();
+        keys.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.kid.cmp(&b.kid)));
+        Ok(keys)
+    }
+
+    async fn retire_signing_key(
+        &self,
+        tenant: &str,
+        kid: &str,
+        not_after: u64,
+    ) -> Result<bool, StoreError> {
+        match self.lock().keys.get_mut(&key(tenant, kid)) {
+            Some(k) => {
+                k.not_after = Some(not_after);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn put_pending(&self, row: &PendingAuthRow) -> Result<(), StoreError> {
+        self.lock()
+            .pending
+            .insert(key(&row.tenant, &row.id), row.clone());
+        Ok(())
+    }
+
+    async fn get_pending(
+        &self,
+        tenant: &str,
+        id: &str,
+        now: u64,
+    ) -> Result<Option<PendingAuthRow>, StoreError> {
+        Ok(self
+            .lock()
+            .pending
+            .get(&key(tenant, id))
+            .filter(|p| now < p.expires_at)
+            .cloned())
+    }
+
+    async fn take_pending(
+        &self,
+        tenant: &str,
+        id: &str,
+        now: u64,
+    ) -> Result<Option<PendingAuthRow>, StoreError> {
+        Ok(self
+            .lock()
+            .pending
+            .remove(&key(tenant, id))
+            .filter(|p| now < p.expires_at))
+    }
+
+    async fn put_consent(&self, row: &ConsentRow) -> Result<(), StoreError> {
+        self.lock().consents.insert(
+            (
+                row.tenant.clone(),
+                row.subject.clone(),
+                row.client_id.clone(),
+            ),
+            row.clone(),
+        );
+        Ok(())
+    }
+
+    async fn get_consent(
+        &self,
+        tenant: &str,
+        subject: &str,
+        client_id: &str,
+    ) -> Result<Option<ConsentRow>, StoreError> {
+        let k = (tenant.to_owned(), subject.to_owned(), client_id.to_owned());
+        Ok(self.lock().consents.get(&k).cloned())
+    }
+
+    async fn delete_consent(
+        &self,
+        tenant: &str,
+        subject: &str,
+        client_id: &str,
+    ) -> Result<bool, StoreError> {
+        let k = (tenant.to_owned(), subject.to_owned(), client_id.to_owned());
+        Ok(self.lock().consents.remove(&k).is_some())
+    }
+
+    async fn sweep(&self, now: u64) -> Result<usize, StoreError> {
+        let mut t = self.lock();
+        let t = &mut *t;
+        Ok(
+            sweep_map(&mut t.clients, |c| c.expires_at.is_some_and(|e| now >= e))
+                + sweep_map(&mut t.codes, |c| now >= c.row.expires_at)
+                + sweep_map(&mut t.refresh, |r| now >= r.row.expires_at)
+                + sweep_map(&mut t.revoked_families, |until| now >= *until)
+                + sweep_map(&mut t.revoked_access, |e| now >= *e)
+                + sweep_map(&mut t.keys, |k| k.not_after.is_some_and(|n| now >= n))
+                + sweep_map(&mut t.pending, |p| now >= p.expires_at),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    crate::store_suite!(async || crate::store::MemoryStore::new());
+}

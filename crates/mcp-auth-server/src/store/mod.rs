@@ -1,0 +1,388 @@
+//! Storage for the authorization server: the [`Store`] trait, its rows, and
+//! [`MemoryStore`].
+//!
+//! # Rules every backend keeps
+//! - **Tenants are isolated.** Every call names a tenant, every key includes it, and no call
+//!   can read, change or delete another tenant's row.
+//! - **Secrets are stored as hashes.** The server hashes every code, token and secret with
+//!   [`hash_secret`] before it reaches the store, and looks rows up by that hash.
+//! - **Expired rows are missing.** A row is expired once `now >= expires_at`; reads treat it
+//!   as absent, whether or not [`Store::sweep`] has deleted it yet.
+//! - **Single use is atomic.** [`Store::take_code`], [`Store::rotate_refresh`] and
+//!   [`Store::take_pending`] each decide "first or not" inside the backend in one step, so
+//!   two concurrent requests can never both win, even across processes sharing a database.
+//!
+//! # Token families
+//! An authorization code starts a *family* ([`CodeRow::family_id`]). Every refresh token
+//! issued from the code, and every token rotated from those, carries the family ID, so one
+//! call ([`Store::revoke_family`]) revokes all of them when a code is replayed (RFC 6749
+//! §4.1.2, §10.5) or a rotated refresh token is reused (RFC 9700 §4.14.2).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
+
+mod memory;
+mod rows;
+#[cfg(any(test, feature = "store-test-suite"))]
+pub mod suite;
+
+pub use memory::MemoryStore;
+pub use rows::{
+    ClientRow, CodeRow, ConsentRow, PendingAuthRow, RefreshRow, RegistrationKind, SigningKeyRow,
+    UserRow,
+};
+
+/// How long, in seconds, a revoked family stays remembered after [`Store::revoke_family`],
+/// so that a refresh token the server is about to store for it (a code exchange racing the
+/// replay that revoked the family) is refused with [`StoreError::FamilyRevoked`].
+pub const REVOKED_FAMILY_RETENTION_SECS: u64 = 24 * 60 * 60;
+
+/// The storage key for a secret: SHA-256 of its UTF-8 bytes, base64url without padding
+/// (43 characters).
+///
+/// Codes, refresh tokens, client secrets, registration access tokens and CSRF tokens are
+/// high-entropy random strings, so a fast unsalted hash is enough to make a leaked database
+/// useless to an attacker, while still allowing lookup by value. Passwords are not: they are
+/// hashed with Argon2id into [`UserRow::password_hash`] instead.
+pub fn hash_secret(secret: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Seconds since the Unix epoch, from the system clock.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// What redeeming an authorization code found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TakeCode {
+    /// First redemption: the code is now spent, here is what it was issued for.
+    Taken(CodeRow),
+    /// The code was already redeemed. RFC 6749 §4.1.2: the server must deny the request and
+    /// should revoke every token issued from the code: call [`Store::revoke_family`] with
+    /// `family_id`.
+    Replayed {
+        /// The family the code started.
+        family_id: String,
+        /// The client the code was issued to.
+        client_id: String,
+    },
+    /// No such code for the tenant, or it expired.
+    Missing,
+}
+
+/// What rotating a refresh token found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rotate {
+    /// The old token was current: it is now rotated (unusable) and the new one is stored.
+    /// Carries the old row.
+    Rotated(RefreshRow),
+    /// The old token had already been rotated: someone is replaying it. RFC 9700 §4.14.2 /
+    /// OAuth 2.1 §4.3.1: the whole family, including the newest token, is now revoked.
+    Reused {
+        /// The revoked family.
+        family_id: String,
+    },
+    /// No such token for the tenant, or it expired, or its family was revoked.
+    Invalid,
+}
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A row with the same key already exists (a hash collision means a caller reused a
+    /// secret, which is a bug).
+    #[error("a {0} with the same key already exists")]
+    Conflict(&'static str),
+    /// The refresh token's family was revoked; the token was not stored.
+    #[error("the token family was revoked")]
+    FamilyRevoked,
+    /// A row given to the store contradicts the call (wrong tenant, wrong family, ...).
+    #[error("invalid row: {0}")]
+    InvalidRow(&'static str),
+    /// A stored value could not be decoded.
+    #[error("stored {what} is corrupt")]
+    Corrupt {
+        /// Which value.
+        what: &'static str,
+        /// Why it did not decode.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The backend failed (I/O, connection, database error).
+    #[error("storage backend failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Everything the authorization server keeps, per tenant.
+///
+/// Every method that reads takes `now` (seconds since the Unix epoch) rather than reading a
+/// clock, so expiry is tested without sleeping. See the [module docs](self) for the rules
+/// every implementation keeps; the `suite` module (cargo feature `store-test-suite`) checks
+/// them.
+#[async_trait]
+pub trait Store: Send + Sync {
+    // ---- clients ----
+
+    /// Stores a client, replacing any client with the same ID in the tenant (registration
+    /// update, RFC 7592 §2.2).
+    async fn put_client(&self, row: &ClientRow) -> Result<(), StoreError>;
+
+    /// The client, unless missing or expired.
+    async fn get_client(
+        &self,
+        tenant: &str,
+        client_id: &str,
+        now: u64,
+    ) -> Result<Option<ClientRow>, StoreError>;
+
+    /// Deletes a client and, as RFC 7592 §2.3 asks, everything issued to it: its codes,
+    /// refresh tokens, pending requests and consents. Returns whether the client existed.
+    async fn delete_client(&self, tenant: &str, client_id: &str) -> Result<bool, StoreError>;
+
+    // ---- users ----
+
+    /// Stores a user, replacing any user with the same name in the tenant.
+    async fn put_user(&self, row: &UserRow) -> Result<(), StoreError>;
+
+    /// The user, if any.
+    async fn get_user(&self, tenant: &str, username: &str) -> Result<Option<UserRow>, StoreError>;
+
+    // ---- authorization codes ----
+
+    /// Stores a new authorization code. [`StoreError::Conflict`] if its hash exists.
+    async fn put_code(&self, row: &CodeRow) -> Result<(), StoreError>;
+
+    /// Redeems a code, atomically. RFC 6749 §4.1.2: "The client MUST NOT use the
+    /// authorization code more than once. If an authorization code is used more than once,
+    /// the authorization server MUST deny the request and SHOULD revoke (when possible) all
+    /// tokens previously issued based on that authorization code."
+    ///
+    /// The first call returns [`TakeCode::Taken`]; the code is then kept as a spent
+    /// tombstone until it expires, so every later call returns [`TakeCode::Replayed`] with
+    /// the family to revoke. Of any number of concurrent callers exactly one gets `Taken`.
+    /// Unknown or expired codes are [`TakeCode::Missing`].
+    async fn take_code(
+        &self,
+        tenant: &str,
+        code_hash: &str,
+        now: u64,
+    ) -> Result<TakeCode, StoreError>;
+
+    // ---- refresh tokens ----
+
+    /// Stores a new refresh token (the first of a family, from a code exchange).
+    /// [`StoreError::FamilyRevoked`] if its family was revoked (the code was replayed
+    /// meanwhile) and that is still remembered: for at least
+    /// [`REVOKED_FAMILY_RETENTION_SECS`], until a sweep forgets it;
+    /// [`StoreError::Conflict`] if its hash exists.
+    async fn put_refresh(&self, row: &RefreshRow) -> Result<(), StoreError>;
+
+    /// The refresh token if it is current: not rotated, revoked or expired.
+    async fn get_refresh(
+        &self,
+        tenant: &str,
+        token_hash: &str,
+        now: u64,
+    ) -> Result<Option<RefreshRow>, StoreError>;
+
+    /// Rotates a refresh token, atomically (OAuth 2.1 §4.3.1; RFC 9700 §4.14.2: "the
+    /// authorization server ... issues a new refresh token with every access token refresh
+    /// response ... If a refresh token is compromised and subsequently used by both the
+    /// attacker and the legitimate client, one of them will present an invalidated refresh
+    /// token, which will inform the authorization server of the breach").
+    ///
+    /// - `old_hash` current: it is marked rotated (kept as a tombstone until its own expiry,
+    ///   to recognise reuse), `new_row` is stored, and [`Rotate::Rotated`] carries the old
+    ///   row. `new_row` must name the same tenant, family and client as the old row, else
+    ///   [`StoreError::InvalidRow`] and nothing changes.
+    /// - `old_hash` already rotated: its whole family is revoked (every token in it, the
+    ///   newest included) and [`Rotate::Reused`] is returned.
+    /// - unknown, expired or revoked: [`Rotate::Invalid`].
+    ///
+    /// Of concurrent rotations of one token exactly one is `Rotated`; since the others
+    /// present a rotated token, they revoke the family (RFC 9700 gives no grace period).
+    async fn rotate_refresh(
+        &self,
+        tenant: &str,
+        old_hash: &str,
+        new_row: &RefreshRow,
+        now: u64,
+    ) -> Result<Rotate, StoreError>;
+
+    /// Revokes every refresh token of a family (current and rotated), and remembers the
+    /// revocation for [`REVOKED_FAMILY_RETENTION_SECS`] after `now` so a racing
+    /// [`put_refresh`](Self::put_refresh) into the family fails. Used on code replay
+    /// (RFC 6749 §4.1.2), refresh token reuse (RFC 9700 §4.14.2) and token revocation
+    /// (RFC 7009 §2.1). Returns how many token rows (current or rotated) went. Idempotent.
+    async fn revoke_family(
+        &self,
+        tenant: &str,
+        family_id: &str,
+        now: u64,
+    ) -> Result<usize, StoreError>;
+
+    // ---- access tokens ----
+
+    /// Records that the access token `jti` (RFC 7519 §4.1.7) is revoked (RFC 7009 §2.1).
+    /// Keep the record until `expires_at`: the token's `exp` plus any clock-skew leeway the
+    /// validators allow, after which the token is dead anyway.
+    async fn revoke_access(
+        &self,
+        tenant: &str,
+        jti: &str,
+        expires_at: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Whether the access token `jti` was revoked.
+    async fn is_access_revoked(&self, tenant: &str, jti: &str) -> Result<bool, StoreError>;
+
+    // ---- signing keys ----
+
+    /// Stores a new signing key. [`StoreError::Conflict`] if the tenant has that `kid`.
+    async fn put_signing_key(&self, row: &SigningKeyRow) -> Result<(), StoreError>;
+
+    /// The tenant's keys to publish: active ones and retired ones whose `not_after` is still
+    /// ahead, newest first.
+    async fn list_signing_keys(
+        &self,
+        tenant: &str,
+        now: u64,
+    ) -> Result<Vec<SigningKeyRow>, StoreError>;
+
+    /// Retires a key: it stays published until `not_after`. Returns whether the key exists.
+    async fn retire_signing_key(
+        &self,
+        tenant: &str,
+        kid: &str,
+        not_after: u64,
+    ) -> Result<bool, StoreError>;
+
+    // ---- pending authorization requests ----
+
+    /// Stores a pending authorization request, replacing one with the same ID (for example
+    /// to record the subject after login, before consent).
+    async fn put_pending(&self, row: &PendingAuthRow) -> Result<(), StoreError>;
+
+    /// The pending request without consuming it (to render a form), unless expired.
+    async fn get_pending(
+        &self,
+        tenant: &str,
+        id: &str,
+        now: u64,
+    ) -> Result<Option<PendingAuthRow>, StoreError>;
+
+    /// Removes and returns the pending request, atomically: of concurrent callers exactly one
+    /// gets it, so one login or consent form is answered once. `None` if unknown or expired.
+    async fn take_pending(
+        &self,
+        tenant: &str,
+        id: &str,
+        now: u64,
+    ) -> Result<Option<PendingAuthRow>, StoreError>;
+
+    // ---- consent ----
+
+    /// Stores a user's consent for a client, replacing the previous one.
+    async fn put_consent(&self, row: &ConsentRow) -> Result<(), StoreError>;
+
+    /// The user's consent for the client, if any.
+    async fn get_consent(
+        &self,
+        tenant: &str,
+        subject: &str,
+        client_id: &str,
+    ) -> Result<Option<ConsentRow>, StoreError>;
+
+    /// Withdraws a user's consent for a client. Returns whether there was one.
+    async fn delete_consent(
+        &self,
+        tenant: &str,
+        subject: &str,
+        client_id: &str,
+    ) -> Result<bool, StoreError>;
+
+    // ---- maintenance ----
+
+    /// Deletes every expired row of every tenant: clients, codes (spent or not), refresh
+    /// tokens (current or rotated), revoked-family records, access token revocations,
+    /// signing keys past `not_after`, pending requests. Returns how many rows went.
+    async fn sweep(&self, now: u64) -> Result<usize, StoreError>;
+}
+
+/// The checks [`Store::rotate_refresh`] makes on the successor of the current token `old`
+/// before storing it: same tenant, same family, same client (RFC 6749 §6: a refresh token
+/// is bound to its client), a different hash. Backends call it so they all refuse the same
+/// rows.
+pub fn check_refresh_successor(
+    tenant: &str,
+    old: &RefreshRow,
+    new: &RefreshRow,
+) -> Result<(), StoreError> {
+    if new.tenant != tenant {
+        return Err(StoreError::InvalidRow(
+            "new refresh token is for another tenant",
+        ));
+    }
+    if new.family_id != old.family_id {
+        return Err(StoreError::InvalidRow(
+            "new refresh token is in another family",
+        ));
+    }
+    if new.client_id != old.client_id {
+        return Err(StoreError::InvalidRow(
+            "new refresh token is for another client",
+        ));
+    }
+    if new.token_hash == old.token_hash {
+        return Err(StoreError::Conflict("refresh token"));
+    }
+    Ok(())
+}
+
+/// Runs [`Store::sweep`] every `interval` (the first time at once) until the task is
+/// aborted, reading the time from `clock` (for example [`unix_now`]). A failed sweep is
+/// logged and retried at the next tick.
+pub fn spawn_sweeper<S, C>(store: Arc<S>, interval: Duration, clock: C) -> JoinHandle<()>
+where
+    S: Store + ?Sized + 'static,
+    C: Fn() -> u64 + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match store.sweep(clock()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(rows = n, "swept expired rows"),
+                Err(e) => tracing::warn!(error = %e, "sweeping expired rows failed"),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_secret_is_sha256_base64url() {
+        // SHA-256("abc") from FIPS 180-2 appendix B.1, base64url without padding.
+        assert_eq!(
+            hash_secret("abc"),
+            "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0"
+        );
+        assert_eq!(hash_secret("").len(), 43);
+    }
+}

@@ -1,0 +1,1086 @@
+//! The conformance suite of [`Store`]: one set of checks that every backend passes, so the
+//! backends cannot drift apart (cargo feature `store-test-suite`).
+//!
+//! A backend runs it from its tests with [`store_suite!`](crate::store_suite), giving a
+//! closure that makes a fresh, empty store for each check:
+//!
+//! ```ignore
+//! // tests/suite.rs of a backend crate, with tokio (macros, rt-multi-thread) as a
+//! // dev-dependency and mcp-auth-server's `store-test-suite` feature on.
+//! mcp_auth_server::store_suite!(async || MyStore::open_temporary().await);
+//! ```
+//!
+//! The closure may return the store itself or a [`Fixture`], which can also hold a guard
+//! (a temporary directory, a server process) that must live as long as the store.
+//!
+//! The checks are plain `async fn`s too, for a backend that wants to call them differently.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use tokio::sync::Barrier;
+
+use super::{
+    ClientRow, CodeRow, ConsentRow, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS, RefreshRow,
+    RegistrationKind, Rotate, SigningKeyRow, Store, StoreError, TakeCode, UserRow, hash_secret,
+};
+use mcp_auth_types::SecretString;
+
+/// "Now" in the suite.
+pub const NOW: u64 = 1_700_000_000;
+
+/// How many tasks race in the concurrency checks.
+pub const RACERS: usize = 16;
+
+/// A store under test, with whatever must outlive it.
+pub struct Fixture {
+    store: Arc<dyn Store>,
+    // Dropped after `store` (fields drop in order), so a temporary directory outlives the
+    // database in it.
+    _guard: Option<Box<dyn Any + Send>>,
+}
+
+impl Fixture {
+    /// A store and a value to keep alive as long as the store (a temporary directory).
+    pub fn with_guard(store: impl Store + 'static, guard: impl Any + Send) -> Self {
+        Self {
+            store: Arc::new(store),
+            _guard: Some(Box::new(guard)),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+}
+
+impl<S: Store + 'static> From<S> for Fixture {
+    fn from(store: S) -> Self {
+        Self {
+            store: Arc::new(store),
+            _guard: None,
+        }
+    }
+}
+
+/// Defines one `#[tokio::test]` per check of the suite, each on a fresh store made by
+/// `$make` (a closure returning a future of a store or a [`Fixture`]).
+///
+/// The crate using it needs `tokio` (features `macros`, `rt-multi-thread`) as a
+/// dev-dependency. Call it inside a module to keep the test names apart from others.
+#[macro_export]
+macro_rules! store_suite {
+    ($make:expr) => {
+        $crate::__store_suite_tests!($make;
+            client_roundtrip,
+            client_expiry,
+            delete_client_cascades,
+            user_roundtrip,
+            consent_roundtrip,
+            signing_keys_publish_until_not_after,
+            pending_roundtrip_and_expiry,
+            pending_take_is_single_use,
+            pending_concurrent_take_has_one_winner,
+            code_take_is_single_use,
+            code_concurrent_take_has_one_winner,
+            code_expiry,
+            code_replay_revokes_the_family,
+            duplicate_keys_conflict,
+            refresh_rotation_chain,
+            refresh_reuse_revokes_the_family,
+            refresh_concurrent_rotation_has_one_winner,
+            refresh_rotation_checks_the_successor,
+            refresh_expiry,
+            access_revocation,
+            tenants_are_isolated,
+            sweep_removes_expired_rows,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_suite_tests {
+    ($make:expr; $($check:ident),+ $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $check() {
+                let fixture = $crate::store::suite::Fixture::from(($make)().await);
+                $crate::store::suite::$check(fixture).await;
+            }
+        )+
+    };
+}
+
+// ---------------------------------------------------------------------------------------
+// Sample rows.
+
+/// A dynamically registered confidential client.
+pub fn client(tenant: &str, client_id: &str) -> ClientRow {
+    ClientRow {
+        tenant: tenant.into(),
+        client_id: client_id.into(),
+        secret_hash: Some(hash_secret(&format!("secret-of-{client_id}"))),
+        metadata: serde_json::json!({
+            "client_name": "Sample",
+            "redirect_uris": ["http://127.0.0.1:4242/callback"],
+            "token_endpoint_auth_method": "client_secret_basic",
+            "x-unknown": {"kept": [1, 2, 3]},
+        }),
+        registration_kind: RegistrationKind::Dynamic,
+        registration_token_hash: Some(hash_secret(&format!("rat-of-{client_id}"))),
+        created_at: NOW,
+        expires_at: None,
+    }
+}
+
+/// A user.
+pub fn user(tenant: &str, username: &str) -> UserRow {
+    UserRow {
+        tenant: tenant.into(),
+        username: username.into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
+        created_at: NOW,
+    }
+}
+
+/// An authorization code `code` (plaintext; stored hashed) of `family`, valid 60 s.
+pub fn code(tenant: &str, code: &str, family: &str) -> CodeRow {
+    CodeRow {
+        tenant: tenant.into(),
+        code_hash: hash_secret(code),
+        client_id: "client-1".into(),
+        redirect_uri: "http://127.0.0.1:4242/callback".into(),
+        // RFC 7636 appendix B.
+        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+        scope: "files:read files:write".into(),
+        resource: Some("https://mcp.example.com/mcp".into()),
+        subject: "alice".into(),
+        nonce: Some("n-0S6_WzA2Mj".into()),
+        expires_at: NOW + 60,
+        family_id: family.into(),
+    }
+}
+
+/// A refresh token `token` (plaintext; stored hashed) of `family`, valid a day.
+pub fn refresh(tenant: &str, token: &str, family: &str) -> RefreshRow {
+    RefreshRow {
+        tenant: tenant.into(),
+        token_hash: hash_secret(token),
+        family_id: family.into(),
+        client_id: "client-1".into(),
+        subject: "alice".into(),
+        scope: "files:read".into(),
+        resource: Some("https://mcp.example.com/mcp".into()),
+        expires_at: NOW + 86_400,
+        created_at: NOW,
+    }
+}
+
+/// An active signing key.
+pub fn signing_key(tenant: &str, kid: &str, created_at: u64) -> SigningKeyRow {
+    SigningKeyRow {
+        tenant: tenant.into(),
+        kid: kid.into(),
+        alg: "ES256".into(),
+        private_pem: SecretString::new(format!(
+            "-----BEGIN PRIVATE KEY-----\nsecret-{kid}\n-----END PRIVATE KEY-----\n"
+        )),
+        public_jwk: serde_json::json!({"kty": "EC", "crv": "P-256", "kid": kid, "x": "x", "y": "y"}),
+        created_at,
+        not_after: None,
+    }
+}
+
+/// A pending authorization request, valid 10 minutes.
+pub fn pending(tenant: &str, id: &str) -> PendingAuthRow {
+    let mut extra = serde_json::Map::new();
+    extra.insert("ui_locales".into(), "de en".into());
+    PendingAuthRow {
+        id: id.into(),
+        tenant: tenant.into(),
+        client_id: "client-1".into(),
+        redirect_uri: "http://127.0.0.1:4242/callback".into(),
+        response_type: "code".into(),
+        scope: Some("files:read".into()),
+        state: Some("af0ifjsldkj".into()),
+        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+        code_challenge_method: "S256".into(),
+        resource: Some("https://mcp.example.com/mcp".into()),
+        nonce: None,
+        prompt: Some("consent".into()),
+        login_hint: None,
+        extra,
+        subject: None,
+        csrf_hash: hash_secret(&format!("csrf-{id}")),
+        created_at: NOW,
+        expires_at: NOW + 600,
+    }
+}
+
+/// A consent.
+pub fn consent(tenant: &str, subject: &str, client_id: &str) -> ConsentRow {
+    ConsentRow {
+        tenant: tenant.into(),
+        subject: subject.into(),
+        client_id: client_id.into(),
+        scope: "files:read".into(),
+        granted_at: NOW,
+    }
+}
+
+fn assert_key_eq(a: &SigningKeyRow, b: &SigningKeyRow) {
+    assert_eq!(a.tenant, b.tenant);
+    assert_eq!(a.kid, b.kid);
+    assert_eq!(a.alg, b.alg);
+    assert_eq!(a.private_pem.secret(), b.private_pem.secret());
+    assert_eq!(a.public_jwk, b.public_jwk);
+    assert_eq!(a.created_at, b.created_at);
+    assert_eq!(a.not_after, b.not_after);
+}
+
+fn kids(keys: &[SigningKeyRow]) -> Vec<&str> {
+    keys.iter().map(|k| k.kid.as_str()).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Checks.
+
+/// Clients round-trip with their metadata intact (unknown fields included), are replaced
+/// by a second put, and go away when deleted.
+pub async fn client_roundtrip(f: Fixture) {
+    let s = f.store();
+    assert_eq!(s.get_client("t1", "client-1", NOW).await.unwrap(), None);
+    let mut c = client("t1", "client-1");
+    s.put_client(&c).await.unwrap();
+    assert_eq!(
+        s.get_client("t1", "client-1", NOW).await.unwrap(),
+        Some(c.clone())
+    );
+
+    c.metadata["client_name"] = "Renamed".into();
+    c.secret_hash = None;
+    c.registration_token_hash = None;
+    c.registration_kind = RegistrationKind::MetadataDocument;
+    s.put_client(&c).await.unwrap();
+    assert_eq!(
+        s.get_client("t1", "client-1", NOW).await.unwrap(),
+        Some(c.clone())
+    );
+
+    let mut st = client("t1", "static-1");
+    st.registration_kind = RegistrationKind::Static;
+    s.put_client(&st).await.unwrap();
+    assert_eq!(s.get_client("t1", "static-1", NOW).await.unwrap(), Some(st));
+
+    assert!(s.delete_client("t1", "client-1").await.unwrap());
+    assert!(!s.delete_client("t1", "client-1").await.unwrap());
+    assert_eq!(s.get_client("t1", "client-1", NOW).await.unwrap(), None);
+}
+
+/// A client past `expires_at` is missing.
+pub async fn client_expiry(f: Fixture) {
+    let s = f.store();
+    let mut c = client("t1", "client-1");
+    c.expires_at = Some(NOW + 10);
+    s.put_client(&c).await.unwrap();
+    assert!(
+        s.get_client("t1", "client-1", NOW + 9)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        s.get_client("t1", "client-1", NOW + 10).await.unwrap(),
+        None
+    );
+}
+
+/// RFC 7592 §2.3: deleting a client invalidates its grants and tokens.
+pub async fn delete_client_cascades(f: Fixture) {
+    let s = f.store();
+    s.put_client(&client("t1", "client-1")).await.unwrap();
+    s.put_client(&client("t1", "client-2")).await.unwrap();
+    s.put_code(&code("t1", "code-1", "fam-1")).await.unwrap();
+    s.put_refresh(&refresh("t1", "rt-1", "fam-1"))
+        .await
+        .unwrap();
+    s.put_pending(&pending("t1", "p-1")).await.unwrap();
+    s.put_consent(&consent("t1", "alice", "client-1"))
+        .await
+        .unwrap();
+    let mut other = refresh("t1", "rt-2", "fam-2");
+    other.client_id = "client-2".into();
+    s.put_refresh(&other).await.unwrap();
+    s.put_consent(&consent("t1", "alice", "client-2"))
+        .await
+        .unwrap();
+
+    assert!(s.delete_client("t1", "client-1").await.unwrap());
+
+    let h = hash_secret("code-1");
+    assert_eq!(s.take_code("t1", &h, NOW).await.unwrap(), TakeCode::Missing);
+    let h = hash_secret("rt-1");
+    assert_eq!(s.get_refresh("t1", &h, NOW).await.unwrap(), None);
+    assert_eq!(s.get_pending("t1", "p-1", NOW).await.unwrap(), None);
+    let got = s.get_consent("t1", "alice", "client-1").await.unwrap();
+    assert_eq!(got, None);
+    // The other client keeps everything.
+    let h = hash_secret("rt-2");
+    assert_eq!(s.get_refresh("t1", &h, NOW).await.unwrap(), Some(other));
+    let got = s.get_consent("t1", "alice", "client-2").await.unwrap();
+    assert!(got.is_some());
+}
+
+/// Users round-trip and are replaced by a second put (a password change).
+pub async fn user_roundtrip(f: Fixture) {
+    let s = f.store();
+    assert_eq!(s.get_user("t1", "alice").await.unwrap(), None);
+    let mut u = user("t1", "alice");
+    s.put_user(&u).await.unwrap();
+    assert_eq!(s.get_user("t1", "alice").await.unwrap(), Some(u.clone()));
+    u.password_hash = "$argon2id$v=19$m=19456,t=2,p=1$bmV3c2FsdA$bmV3aGFzaA".into();
+    s.put_user(&u).await.unwrap();
+    assert_eq!(s.get_user("t1", "alice").await.unwrap(), Some(u));
+    assert_eq!(s.get_user("t1", "bob").await.unwrap(), None);
+}
+
+/// Consents round-trip, are replaced, and can be withdrawn.
+pub async fn consent_roundtrip(f: Fixture) {
+    let s = f.store();
+    let mut c = consent("t1", "alice", "client-1");
+    s.put_consent(&c).await.unwrap();
+    let got = s.get_consent("t1", "alice", "client-1").await.unwrap();
+    assert_eq!(got, Some(c.clone()));
+    c.scope = "files:read files:write".into();
+    c.granted_at = NOW + 5;
+    s.put_consent(&c).await.unwrap();
+    let got = s.get_consent("t1", "alice", "client-1").await.unwrap();
+    assert_eq!(got, Some(c));
+    assert_eq!(s.get_consent("t1", "bob", "client-1").await.unwrap(), None);
+    assert_eq!(
+        s.get_consent("t1", "alice", "client-2").await.unwrap(),
+        None
+    );
+    assert!(s.delete_consent("t1", "alice", "client-1").await.unwrap());
+    assert!(!s.delete_consent("t1", "alice", "client-1").await.unwrap());
+    assert_eq!(
+        s.get_consent("t1", "alice", "client-1").await.unwrap(),
+        None
+    );
+}
+
+/// Keys are listed newest first; a retired key stays published until `not_after`.
+pub async fn signing_keys_publish_until_not_after(f: Fixture) {
+    let s = f.store();
+    assert!(s.list_signing_keys("t1", NOW).await.unwrap().is_empty());
+    let old = signing_key("t1", "k-old", NOW - 100);
+    let new = signing_key("t1", "k-new", NOW);
+    s.put_signing_key(&old).await.unwrap();
+    s.put_signing_key(&new).await.unwrap();
+    let keys = s.list_signing_keys("t1", NOW).await.unwrap();
+    assert_eq!(kids(&keys), ["k-new", "k-old"]);
+    assert_key_eq(&keys[0], &new);
+    assert_key_eq(&keys[1], &old);
+    assert!(
+        !format!("{keys:?}").contains("secret-k-"),
+        "private key in Debug"
+    );
+
+    assert!(s.retire_signing_key("t1", "k-old", NOW + 50).await.unwrap());
+    assert!(
+        !s.retire_signing_key("t1", "k-none", NOW + 50)
+            .await
+            .unwrap()
+    );
+    let keys = s.list_signing_keys("t1", NOW + 49).await.unwrap();
+    assert_eq!(kids(&keys), ["k-new", "k-old"]);
+    assert_eq!(keys[1].not_after, Some(NOW + 50));
+    let keys = s.list_signing_keys("t1", NOW + 50).await.unwrap();
+    assert_eq!(kids(&keys), ["k-new"]);
+}
+
+/// Pending requests round-trip (extra parameters included), are replaced by a second put
+/// and are missing once expired.
+pub async fn pending_roundtrip_and_expiry(f: Fixture) {
+    let s = f.store();
+    let mut p = pending("t1", "p-1");
+    s.put_pending(&p).await.unwrap();
+    assert_eq!(
+        s.get_pending("t1", "p-1", NOW).await.unwrap(),
+        Some(p.clone())
+    );
+    p.subject = Some("alice".into());
+    s.put_pending(&p).await.unwrap();
+    assert_eq!(
+        s.get_pending("t1", "p-1", NOW).await.unwrap(),
+        Some(p.clone())
+    );
+    let end = p.expires_at;
+    assert!(s.get_pending("t1", "p-1", end - 1).await.unwrap().is_some());
+    assert_eq!(s.get_pending("t1", "p-1", end).await.unwrap(), None);
+    assert_eq!(s.take_pending("t1", "p-1", end).await.unwrap(), None);
+}
+
+/// A pending request is taken once.
+pub async fn pending_take_is_single_use(f: Fixture) {
+    let s = f.store();
+    let p = pending("t1", "p-1");
+    s.put_pending(&p).await.unwrap();
+    assert_eq!(s.take_pending("t1", "p-1", NOW).await.unwrap(), Some(p));
+    assert_eq!(s.take_pending("t1", "p-1", NOW).await.unwrap(), None);
+    assert_eq!(s.get_pending("t1", "p-1", NOW).await.unwrap(), None);
+    assert_eq!(s.take_pending("t1", "p-unknown", NOW).await.unwrap(), None);
+}
+
+/// Of [`RACERS`] concurrent takers of one pending request, exactly one gets it.
+pub async fn pending_concurrent_take_has_one_winner(f: Fixture) {
+    let s = f.store().clone();
+    s.put_pending(&pending("t1", "p-1")).await.unwrap();
+    let results = race(
+        &s,
+        |s| async move { s.take_pending("t1", "p-1", NOW).await },
+    )
+    .await;
+    let winners = results.iter().filter(|r| r.is_some()).count();
+    assert_eq!(winners, 1, "{results:?}");
+}
+
+/// RFC 6749 §4.1.2: a code is redeemed once; redeeming it again is reported as a replay
+/// with the family to revoke.
+pub async fn code_take_is_single_use(f: Fixture) {
+    let s = f.store();
+    let c = code("t1", "code-1", "fam-1");
+    s.put_code(&c).await.unwrap();
+    let h = hash_secret("code-1");
+    assert_eq!(
+        s.take_code("t1", &h, NOW).await.unwrap(),
+        TakeCode::Taken(c.clone())
+    );
+    let replayed = TakeCode::Replayed {
+        family_id: "fam-1".into(),
+        client_id: "client-1".into(),
+    };
+    assert_eq!(s.take_code("t1", &h, NOW).await.unwrap(), replayed);
+    assert_eq!(s.take_code("t1", &h, NOW + 1).await.unwrap(), replayed);
+    let unknown = hash_secret("code-unknown");
+    assert_eq!(
+        s.take_code("t1", &unknown, NOW).await.unwrap(),
+        TakeCode::Missing
+    );
+}
+
+/// Of [`RACERS`] concurrent redemptions of one code, exactly one is `Taken`; the others are
+/// replays.
+pub async fn code_concurrent_take_has_one_winner(f: Fixture) {
+    let s = f.store().clone();
+    s.put_code(&code("t1", "code-1", "fam-1")).await.unwrap();
+    let h = hash_secret("code-1");
+    let results = race(&s, |s| {
+        let h = h.clone();
+        async move { s.take_code("t1", &h, NOW).await }
+    })
+    .await;
+    let taken = results
+        .iter()
+        .filter(|r| matches!(r, TakeCode::Taken(_)))
+        .count();
+    let replayed = results
+        .iter()
+        .filter(|r| matches!(r, TakeCode::Replayed { family_id, .. } if family_id == "fam-1"))
+        .count();
+    assert_eq!((taken, replayed), (1, RACERS - 1), "{results:?}");
+}
+
+/// An expired code is missing, spent or not.
+pub async fn code_expiry(f: Fixture) {
+    let s = f.store();
+    let c = code("t1", "code-1", "fam-1");
+    s.put_code(&c).await.unwrap();
+    let h = hash_secret("code-1");
+    let end = c.expires_at;
+    assert_eq!(s.take_code("t1", &h, end).await.unwrap(), TakeCode::Missing);
+    assert_eq!(
+        s.take_code("t1", &h, end + 1).await.unwrap(),
+        TakeCode::Missing
+    );
+
+    s.put_code(&code("t1", "code-2", "fam-2")).await.unwrap();
+    let h = hash_secret("code-2");
+    assert!(matches!(
+        s.take_code("t1", &h, end - 1).await.unwrap(),
+        TakeCode::Taken(_)
+    ));
+    assert_eq!(s.take_code("t1", &h, end).await.unwrap(), TakeCode::Missing);
+}
+
+/// RFC 6749 §4.1.2: on replay the server revokes what the code issued. A refresh token the
+/// first redemption tries to store after that is refused.
+pub async fn code_replay_revokes_the_family(f: Fixture) {
+    let s = f.store();
+    s.put_code(&code("t1", "code-1", "fam-1")).await.unwrap();
+    let h = hash_secret("code-1");
+    assert!(matches!(
+        s.take_code("t1", &h, NOW).await.unwrap(),
+        TakeCode::Taken(_)
+    ));
+    s.put_refresh(&refresh("t1", "rt-1", "fam-1"))
+        .await
+        .unwrap();
+    s.put_refresh(&refresh("t1", "rt-unrelated", "fam-2"))
+        .await
+        .unwrap();
+
+    let TakeCode::Replayed { family_id, .. } = s.take_code("t1", &h, NOW).await.unwrap() else {
+        panic!("expected a replay");
+    };
+    assert_eq!(s.revoke_family("t1", &family_id, NOW).await.unwrap(), 1);
+    assert_eq!(s.revoke_family("t1", &family_id, NOW).await.unwrap(), 0);
+    let rt1 = hash_secret("rt-1");
+    assert_eq!(s.get_refresh("t1", &rt1, NOW).await.unwrap(), None);
+    let next = refresh("t1", "rt-1b", "fam-1");
+    assert_eq!(
+        s.rotate_refresh("t1", &rt1, &next, NOW).await.unwrap(),
+        Rotate::Invalid
+    );
+    let unrelated = hash_secret("rt-unrelated");
+    assert!(
+        s.get_refresh("t1", &unrelated, NOW)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // The race: the legitimate exchange stores its refresh token after the replay revoked
+    // the family.
+    let late = s.put_refresh(&refresh("t1", "rt-late", "fam-1")).await;
+    assert!(matches!(late, Err(StoreError::FamilyRevoked)), "{late:?}");
+    let late = hash_secret("rt-late");
+    assert_eq!(s.get_refresh("t1", &late, NOW).await.unwrap(), None);
+}
+
+/// Storing a code, refresh token or signing key twice under one key is a conflict, and the
+/// first row stays.
+pub async fn duplicate_keys_conflict(f: Fixture) {
+    let s = f.store();
+    let c = code("t1", "code-1", "fam-1");
+    s.put_code(&c).await.unwrap();
+    let mut c2 = c.clone();
+    c2.subject = "mallory".into();
+    let err = s.put_code(&c2).await;
+    assert!(matches!(err, Err(StoreError::Conflict(_))), "{err:?}");
+    let h = hash_secret("code-1");
+    assert_eq!(
+        s.take_code("t1", &h, NOW).await.unwrap(),
+        TakeCode::Taken(c)
+    );
+
+    let r = refresh("t1", "rt-1", "fam-1");
+    s.put_refresh(&r).await.unwrap();
+    let mut r2 = r.clone();
+    r2.subject = "mallory".into();
+    let err = s.put_refresh(&r2).await;
+    assert!(matches!(err, Err(StoreError::Conflict(_))), "{err:?}");
+    let h = hash_secret("rt-1");
+    assert_eq!(s.get_refresh("t1", &h, NOW).await.unwrap(), Some(r));
+
+    s.put_signing_key(&signing_key("t1", "k1", NOW))
+        .await
+        .unwrap();
+    let err = s.put_signing_key(&signing_key("t1", "k1", NOW + 1)).await;
+    assert!(matches!(err, Err(StoreError::Conflict(_))), "{err:?}");
+    let keys = s.list_signing_keys("t1", NOW).await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].created_at, NOW);
+}
+
+/// OAuth 2.1 §4.3.1: each refresh rotates the token; the previous one stops working and
+/// the new one works.
+pub async fn refresh_rotation_chain(f: Fixture) {
+    let s = f.store();
+    let first = refresh("t1", "rt-0", "fam-1");
+    s.put_refresh(&first).await.unwrap();
+    let mut previous = first;
+    for i in 1..=5 {
+        let mut next = refresh("t1", &format!("rt-{i}"), "fam-1");
+        next.created_at = NOW + i;
+        let now = NOW + i;
+        let got = s
+            .rotate_refresh("t1", &previous.token_hash, &next, now)
+            .await
+            .unwrap();
+        assert_eq!(got, Rotate::Rotated(previous.clone()));
+        let old = s
+            .get_refresh("t1", &previous.token_hash, now)
+            .await
+            .unwrap();
+        assert_eq!(old, None, "a rotated token is not current");
+        let new = s.get_refresh("t1", &next.token_hash, now).await.unwrap();
+        assert_eq!(new, Some(next.clone()));
+        previous = next;
+    }
+    let unknown = refresh("t1", "rt-x", "fam-1");
+    let h = hash_secret("rt-unknown");
+    assert_eq!(
+        s.rotate_refresh("t1", &h, &unknown, NOW).await.unwrap(),
+        Rotate::Invalid
+    );
+}
+
+/// RFC 9700 §4.14.2: presenting a rotated token revokes the whole family, the newest token
+/// included; presenting it again is merely invalid.
+pub async fn refresh_reuse_revokes_the_family(f: Fixture) {
+    let s = f.store();
+    let r0 = refresh("t1", "rt-0", "fam-1");
+    let r1 = refresh("t1", "rt-1", "fam-1");
+    let r2 = refresh("t1", "rt-2", "fam-1");
+    s.put_refresh(&r0).await.unwrap();
+    s.put_refresh(&refresh("t1", "rt-other", "fam-2"))
+        .await
+        .unwrap();
+    let rotated = s
+        .rotate_refresh("t1", &r0.token_hash, &r1, NOW)
+        .await
+        .unwrap();
+    assert!(matches!(rotated, Rotate::Rotated(_)));
+    let rotated = s
+        .rotate_refresh("t1", &r1.token_hash, &r2, NOW)
+        .await
+        .unwrap();
+    assert!(matches!(rotated, Rotate::Rotated(_)));
+
+    // The attacker (or the legitimate client) presents rt-0 again.
+    let r3 = refresh("t1", "rt-3", "fam-1");
+    assert_eq!(
+        s.rotate_refresh("t1", &r0.token_hash, &r3, NOW + 1)
+            .await
+            .unwrap(),
+        Rotate::Reused {
+            family_id: "fam-1".into()
+        }
+    );
+    // The newest token of the family is dead too, and nothing was stored for rt-3.
+    assert_eq!(
+        s.get_refresh("t1", &r2.token_hash, NOW + 1).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.get_refresh("t1", &r3.token_hash, NOW + 1).await.unwrap(),
+        None
+    );
+    let r4 = refresh("t1", "rt-4", "fam-1");
+    let got = s
+        .rotate_refresh("t1", &r2.token_hash, &r4, NOW + 1)
+        .await
+        .unwrap();
+    assert_eq!(got, Rotate::Invalid);
+    let got = s
+        .rotate_refresh("t1", &r0.token_hash, &r4, NOW + 1)
+        .await
+        .unwrap();
+    assert!(
+        matches!(got, Rotate::Invalid | Rotate::Reused { .. }),
+        "{got:?}"
+    );
+    assert_eq!(
+        s.get_refresh("t1", &r4.token_hash, NOW + 1).await.unwrap(),
+        None
+    );
+    // Other families are untouched.
+    let other = hash_secret("rt-other");
+    assert!(
+        s.get_refresh("t1", &other, NOW + 1)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// Of [`RACERS`] concurrent rotations of one token exactly one is `Rotated`; the others
+/// present a rotated token, so the family ends up revoked, the winner's new token included.
+pub async fn refresh_concurrent_rotation_has_one_winner(f: Fixture) {
+    let s = f.store().clone();
+    let r0 = refresh("t1", "rt-0", "fam-1");
+    s.put_refresh(&r0).await.unwrap();
+    let mut i = 0;
+    let results = race(&s, |s| {
+        let old = r0.token_hash.clone();
+        i += 1;
+        async move {
+            let new = refresh("t1", &format!("rt-new-{i}"), "fam-1");
+            let got = s.rotate_refresh("t1", &old, &new, NOW).await;
+            got.map(|r| (r, new.token_hash))
+        }
+    })
+    .await;
+    let rotated: Vec<_> = results
+        .iter()
+        .filter(|(r, _)| matches!(r, Rotate::Rotated(_)))
+        .collect();
+    let reused = results
+        .iter()
+        .filter(|(r, _)| matches!(r, Rotate::Reused { family_id } if family_id == "fam-1"))
+        .count();
+    let invalid = results
+        .iter()
+        .filter(|(r, _)| *r == Rotate::Invalid)
+        .count();
+    assert_eq!(rotated.len(), 1, "{results:?}");
+    assert!(reused >= 1, "{results:?}");
+    assert_eq!(rotated.len() + reused + invalid, RACERS);
+    let winner = &rotated[0].1;
+    assert_eq!(s.get_refresh("t1", winner, NOW).await.unwrap(), None);
+    for (_, hash) in &results {
+        assert_eq!(s.get_refresh("t1", hash, NOW).await.unwrap(), None);
+    }
+}
+
+/// A successor in another family, for another client or tenant is refused and the old token
+/// stays current.
+pub async fn refresh_rotation_checks_the_successor(f: Fixture) {
+    let s = f.store();
+    let r0 = refresh("t1", "rt-0", "fam-1");
+    s.put_refresh(&r0).await.unwrap();
+    let mut wrong_family = refresh("t1", "rt-1", "fam-2");
+    let mut wrong_client = refresh("t1", "rt-1", "fam-1");
+    wrong_client.client_id = "client-2".into();
+    let wrong_tenant = refresh("t2", "rt-1", "fam-1");
+    for bad in [&wrong_family, &wrong_client, &wrong_tenant] {
+        let got = s.rotate_refresh("t1", &r0.token_hash, bad, NOW).await;
+        assert!(matches!(got, Err(StoreError::InvalidRow(_))), "{got:?}");
+    }
+    let same = refresh("t1", "rt-0", "fam-1");
+    let got = s.rotate_refresh("t1", &r0.token_hash, &same, NOW).await;
+    assert!(matches!(got, Err(StoreError::Conflict(_))), "{got:?}");
+    assert_eq!(
+        s.get_refresh("t1", &r0.token_hash, NOW).await.unwrap(),
+        Some(r0.clone())
+    );
+    assert_eq!(
+        s.get_refresh("t1", &wrong_family.token_hash, NOW)
+            .await
+            .unwrap(),
+        None
+    );
+    wrong_family.family_id = "fam-1".into();
+    let got = s
+        .rotate_refresh("t1", &r0.token_hash, &wrong_family, NOW)
+        .await;
+    assert_eq!(got.unwrap(), Rotate::Rotated(r0));
+}
+
+/// An expired refresh token is invalid, and reusing an expired rotated one is no longer
+/// detected (its tombstone is gone with it).
+pub async fn refresh_expiry(f: Fixture) {
+    let s = f.store();
+    let r0 = refresh("t1", "rt-0", "fam-1");
+    s.put_refresh(&r0).await.unwrap();
+    let end = r0.expires_at;
+    assert!(
+        s.get_refresh("t1", &r0.token_hash, end - 1)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        s.get_refresh("t1", &r0.token_hash, end).await.unwrap(),
+        None
+    );
+    let r1 = refresh("t1", "rt-1", "fam-1");
+    let got = s
+        .rotate_refresh("t1", &r0.token_hash, &r1, end)
+        .await
+        .unwrap();
+    assert_eq!(got, Rotate::Invalid);
+    assert_eq!(
+        s.get_refresh("t1", &r1.token_hash, NOW).await.unwrap(),
+        None
+    );
+
+    let a = refresh("t1", "rt-a", "fam-2");
+    let mut b = refresh("t1", "rt-b", "fam-2");
+    b.expires_at = a.expires_at + 1000;
+    s.put_refresh(&a).await.unwrap();
+    let got = s
+        .rotate_refresh("t1", &a.token_hash, &b, NOW)
+        .await
+        .unwrap();
+    assert!(matches!(got, Rotate::Rotated(_)));
+    let c = refresh("t1", "rt-c", "fam-2");
+    let got = s
+        .rotate_refresh("t1", &a.token_hash, &c, a.expires_at)
+        .await
+        .unwrap();
+    assert_eq!(got, Rotate::Invalid);
+    let still = s
+        .get_refresh("t1", &b.token_hash, a.expires_at)
+        .await
+        .unwrap();
+    assert_eq!(still, Some(b));
+}
+
+/// RFC 7009: a revoked access token is reported revoked until its record expires.
+pub async fn access_revocation(f: Fixture) {
+    let s = f.store();
+    assert!(!s.is_access_revoked("t1", "jti-1").await.unwrap());
+    s.revoke_access("t1", "jti-1", NOW + 60).await.unwrap();
+    s.revoke_access("t1", "jti-1", NOW + 30).await.unwrap();
+    assert!(s.is_access_revoked("t1", "jti-1").await.unwrap());
+    assert!(!s.is_access_revoked("t1", "jti-2").await.unwrap());
+    // The second revocation did not shorten the first.
+    assert_eq!(s.sweep(NOW + 30).await.unwrap(), 0);
+    assert!(s.is_access_revoked("t1", "jti-1").await.unwrap());
+    assert_eq!(s.sweep(NOW + 60).await.unwrap(), 1);
+    assert!(!s.is_access_revoked("t1", "jti-1").await.unwrap());
+}
+
+/// No call made for one tenant sees or changes another tenant's rows, even with the same
+/// IDs and hashes.
+pub async fn tenants_are_isolated(f: Fixture) {
+    let s = f.store();
+    // Tenant a has one of everything; tenant b, where it has rows, uses the same keys.
+    s.put_client(&client("a", "client-1")).await.unwrap();
+    s.put_user(&user("a", "alice")).await.unwrap();
+    s.put_code(&code("a", "code-1", "fam-1")).await.unwrap();
+    s.put_code(&code("a", "code-2", "fam-2")).await.unwrap();
+    s.put_refresh(&refresh("a", "rt-1", "fam-1")).await.unwrap();
+    s.put_refresh(&refresh("a", "rt-2", "fam-2")).await.unwrap();
+    s.put_signing_key(&signing_key("a", "k1", NOW))
+        .await
+        .unwrap();
+    s.put_pending(&pending("a", "p-1")).await.unwrap();
+    s.put_consent(&consent("a", "alice", "client-1"))
+        .await
+        .unwrap();
+    s.revoke_access("a", "jti-1", NOW + 60).await.unwrap();
+
+    // Tenant b sees none of it.
+    assert_eq!(s.get_client("b", "client-1", NOW).await.unwrap(), None);
+    assert_eq!(s.get_user("b", "alice").await.unwrap(), None);
+    let c1 = hash_secret("code-1");
+    assert_eq!(s.take_code("b", &c1, NOW).await.unwrap(), TakeCode::Missing);
+    let rt1 = hash_secret("rt-1");
+    assert_eq!(s.get_refresh("b", &rt1, NOW).await.unwrap(), None);
+    let next = refresh("b", "rt-1-next", "fam-1");
+    assert_eq!(
+        s.rotate_refresh("b", &rt1, &next, NOW).await.unwrap(),
+        Rotate::Invalid
+    );
+    assert!(s.list_signing_keys("b", NOW).await.unwrap().is_empty());
+    assert!(!s.retire_signing_key("b", "k1", NOW).await.unwrap());
+    assert_eq!(s.get_pending("b", "p-1", NOW).await.unwrap(), None);
+    assert_eq!(s.take_pending("b", "p-1", NOW).await.unwrap(), None);
+    assert_eq!(s.get_consent("b", "alice", "client-1").await.unwrap(), None);
+    assert!(!s.delete_consent("b", "alice", "client-1").await.unwrap());
+    assert!(!s.is_access_revoked("b", "jti-1").await.unwrap());
+    assert_eq!(s.revoke_family("b", "fam-1", NOW).await.unwrap(), 0);
+    assert!(!s.delete_client("b", "client-1").await.unwrap());
+
+    // Tenant b may hold rows under the same keys.
+    let mut b_code = code("b", "code-2", "fam-2");
+    b_code.subject = "bob".into();
+    s.put_code(&b_code).await.unwrap();
+    let mut b_rt = refresh("b", "rt-2", "fam-2");
+    b_rt.subject = "bob".into();
+    s.put_refresh(&b_rt).await.unwrap();
+    let mut b_client = client("b", "client-1");
+    b_client.metadata = serde_json::json!({"client_name": "B"});
+    s.put_client(&b_client).await.unwrap();
+    s.put_signing_key(&signing_key("b", "k1", NOW + 1))
+        .await
+        .unwrap();
+    let c2 = hash_secret("code-2");
+    assert_eq!(
+        s.take_code("b", &c2, NOW).await.unwrap(),
+        TakeCode::Taken(b_code)
+    );
+    let rt2 = hash_secret("rt-2");
+    let b_next = refresh("b", "rt-2-next", "fam-2");
+    let got = s.rotate_refresh("b", &rt2, &b_next, NOW).await.unwrap();
+    assert_eq!(got, Rotate::Rotated(b_rt));
+    // ... and reusing tenant b's rotated token revokes only tenant b's family.
+    let got = s.rotate_refresh("b", &rt2, &b_next, NOW).await.unwrap();
+    assert!(matches!(got, Rotate::Reused { .. }));
+    // Deleting b's client leaves a's.
+    assert!(s.delete_client("b", "client-1").await.unwrap());
+
+    // Tenant a still has everything, unchanged.
+    assert_eq!(
+        s.get_client("a", "client-1", NOW).await.unwrap(),
+        Some(client("a", "client-1"))
+    );
+    assert_eq!(
+        s.get_user("a", "alice").await.unwrap(),
+        Some(user("a", "alice"))
+    );
+    assert_eq!(
+        s.take_code("a", &c1, NOW).await.unwrap(),
+        TakeCode::Taken(code("a", "code-1", "fam-1"))
+    );
+    assert_eq!(
+        s.take_code("a", &c2, NOW).await.unwrap(),
+        TakeCode::Taken(code("a", "code-2", "fam-2"))
+    );
+    assert!(s.get_refresh("a", &rt1, NOW).await.unwrap().is_some());
+    assert!(s.get_refresh("a", &rt2, NOW).await.unwrap().is_some());
+    s.put_refresh(&refresh("a", "rt-2b", "fam-2"))
+        .await
+        .unwrap();
+    let keys = s.list_signing_keys("a", NOW).await.unwrap();
+    assert_eq!(kids(&keys), ["k1"]);
+    assert_eq!(keys[0].created_at, NOW);
+    assert!(s.get_pending("a", "p-1", NOW).await.unwrap().is_some());
+    assert!(
+        s.get_consent("a", "alice", "client-1")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(s.is_access_revoked("a", "jti-1").await.unwrap());
+}
+
+/// `sweep` deletes exactly the expired rows and keeps the live ones.
+pub async fn sweep_removes_expired_rows(f: Fixture) {
+    let s = f.store();
+    let later = NOW + 1_000;
+    // Expired at `later`: 8 rows.
+    let mut c = client("t1", "gone");
+    c.expires_at = Some(later);
+    s.put_client(&c).await.unwrap();
+    s.put_code(&code("t1", "code-gone", "fam-9")).await.unwrap();
+    let mut spent = code("t1", "code-spent", "fam-9");
+    spent.expires_at = later - 1;
+    s.put_code(&spent).await.unwrap();
+    let h = hash_secret("code-spent");
+    assert!(matches!(
+        s.take_code("t1", &h, NOW).await.unwrap(),
+        TakeCode::Taken(_)
+    ));
+    let mut r0 = refresh("t1", "rt-0", "fam-1");
+    r0.expires_at = later;
+    let mut r1 = refresh("t1", "rt-1", "fam-1");
+    r1.expires_at = later;
+    s.put_refresh(&r0).await.unwrap();
+    let got = s
+        .rotate_refresh("t1", &r0.token_hash, &r1, NOW)
+        .await
+        .unwrap();
+    assert!(matches!(got, Rotate::Rotated(_)));
+    s.revoke_access("t1", "jti-gone", later).await.unwrap();
+    let mut k = signing_key("t1", "k-gone", NOW - 10);
+    k.not_after = Some(later);
+    s.put_signing_key(&k).await.unwrap();
+    s.put_pending(&pending("t1", "p-gone")).await.unwrap();
+
+    // Alive at `later`.
+    let mut c = client("t1", "kept");
+    c.expires_at = Some(later + 1);
+    s.put_client(&c).await.unwrap();
+    s.put_client(&client("t1", "forever")).await.unwrap();
+    let mut kept_code = code("t1", "code-kept", "fam-8");
+    kept_code.expires_at = later + 1;
+    s.put_code(&kept_code).await.unwrap();
+    let mut kept_rt = refresh("t1", "rt-kept", "fam-2");
+    kept_rt.expires_at = later + 1;
+    s.put_refresh(&kept_rt).await.unwrap();
+    s.revoke_access("t1", "jti-kept", later + 1).await.unwrap();
+    s.put_signing_key(&signing_key("t1", "k-kept", NOW))
+        .await
+        .unwrap();
+    let mut p = pending("t1", "p-kept");
+    p.expires_at = later + 1;
+    s.put_pending(&p).await.unwrap();
+    s.put_user(&user("t1", "alice")).await.unwrap();
+    s.put_consent(&consent("t1", "alice", "kept"))
+        .await
+        .unwrap();
+
+    assert_eq!(s.sweep(NOW).await.unwrap(), 0);
+    assert_eq!(s.sweep(later).await.unwrap(), 8);
+    assert_eq!(s.sweep(later).await.unwrap(), 0);
+
+    assert!(s.get_client("t1", "kept", later).await.unwrap().is_some());
+    assert!(
+        s.get_client("t1", "forever", later)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let h = hash_secret("code-kept");
+    assert!(matches!(
+        s.take_code("t1", &h, later).await.unwrap(),
+        TakeCode::Taken(_)
+    ));
+    let got = s
+        .get_refresh("t1", &kept_rt.token_hash, later)
+        .await
+        .unwrap();
+    assert!(got.is_some());
+    assert!(s.is_access_revoked("t1", "jti-kept").await.unwrap());
+    assert!(!s.is_access_revoked("t1", "jti-gone").await.unwrap());
+    assert_eq!(
+        kids(&s.list_signing_keys("t1", later).await.unwrap()),
+        ["k-kept"]
+    );
+    assert!(
+        s.get_pending("t1", "p-kept", later)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(s.get_user("t1", "alice").await.unwrap().is_some());
+    assert!(
+        s.get_consent("t1", "alice", "kept")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // A revoked family is remembered for REVOKED_FAMILY_RETENTION_SECS, then swept.
+    assert_eq!(s.revoke_family("t1", "fam-2", later).await.unwrap(), 1);
+    let until = later + REVOKED_FAMILY_RETENTION_SECS;
+    let late = refresh("t1", "rt-late", "fam-2");
+    let err = s.put_refresh(&late).await;
+    assert!(matches!(err, Err(StoreError::FamilyRevoked)), "{err:?}");
+    // Everything else kept above expires at `later + 1`: client, code, revocation, pending.
+    assert_eq!(s.sweep(until - 1).await.unwrap(), 4);
+    let err = s.put_refresh(&late).await;
+    assert!(matches!(err, Err(StoreError::FamilyRevoked)), "{err:?}");
+    assert_eq!(
+        s.sweep(until).await.unwrap(),
+        1,
+        "the revoked-family record"
+    );
+    let mut late = late;
+    late.expires_at = until + 100;
+    s.put_refresh(&late).await.unwrap();
+}
+
+/// Runs [`RACERS`] copies of `op` at once (released together by a barrier) and returns
+/// their results, panicking on any error.
+async fn race<T, E, Fut>(
+    store: &Arc<dyn Store>,
+    mut op: impl FnMut(Arc<dyn Store>) -> Fut,
+) -> Vec<T>
+where
+    T: Send + 'static,
+    E: std::fmt::Debug + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, E>> + Send + 'static,
+{
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let mut tasks = Vec::with_capacity(RACERS);
+    for _ in 0..RACERS {
+        let fut = op(store.clone());
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            fut.await
+        }));
+    }
+    let mut results = Vec::with_capacity(RACERS);
+    for task in tasks {
+        results.push(task.await.expect("racer panicked").expect("store failed"));
+    }
+    results
+}

@@ -1,0 +1,190 @@
+//! What only a file-backed store can show: data survives closing and reopening, two stores
+//! on one file see each other's writes and stay atomic, the file is private, the sweeper
+//! runs.
+
+use std::time::Duration;
+
+use mcp_auth_server::store::suite::{self, NOW};
+use mcp_auth_server::store::{Rotate, Store, TakeCode, hash_secret};
+use mcp_auth_store_sqlite::SqliteStore;
+
+#[tokio::test]
+async fn data_survives_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.db");
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    let client = suite::client("t1", "client-1");
+    store.put_client(&client).await.unwrap();
+    store.put_user(&suite::user("t1", "alice")).await.unwrap();
+    store
+        .put_code(&suite::code("t1", "code-1", "fam-1"))
+        .await
+        .unwrap();
+    let code_2 = suite::code("t1", "code-2", "fam-2");
+    store.put_code(&code_2).await.unwrap();
+    let c1 = hash_secret("code-1");
+    assert!(matches!(
+        store.take_code("t1", &c1, NOW).await.unwrap(),
+        TakeCode::Taken(_)
+    ));
+    let r0 = suite::refresh("t1", "rt-0", "fam-1");
+    let r1 = suite::refresh("t1", "rt-1", "fam-1");
+    store.put_refresh(&r0).await.unwrap();
+    let got = store
+        .rotate_refresh("t1", &r0.token_hash, &r1, NOW)
+        .await
+        .unwrap();
+    assert!(matches!(got, Rotate::Rotated(_)));
+    store.revoke_access("t1", "jti-1", NOW + 60).await.unwrap();
+    let key = suite::signing_key("t1", "k1", NOW);
+    store.put_signing_key(&key).await.unwrap();
+    let pending = suite::pending("t1", "p-1");
+    store.put_pending(&pending).await.unwrap();
+    let consent = suite::consent("t1", "alice", "client-1");
+    store.put_consent(&consent).await.unwrap();
+    store.revoke_family("t1", "fam-9", NOW).await.unwrap();
+    store.close().await;
+    drop(store);
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(
+        store.get_client("t1", "client-1", NOW).await.unwrap(),
+        Some(client)
+    );
+    assert_eq!(
+        store.get_user("t1", "alice").await.unwrap(),
+        Some(suite::user("t1", "alice"))
+    );
+    // The spent code is still spent, the other still fresh.
+    assert!(matches!(
+        store.take_code("t1", &c1, NOW).await.unwrap(),
+        TakeCode::Replayed { .. }
+    ));
+    let c2 = hash_secret("code-2");
+    assert_eq!(
+        store.take_code("t1", &c2, NOW).await.unwrap(),
+        TakeCode::Taken(code_2)
+    );
+    // The rotated token is still a tombstone: reuse is still detected.
+    assert_eq!(
+        store.get_refresh("t1", &r1.token_hash, NOW).await.unwrap(),
+        Some(r1.clone())
+    );
+    let r2 = suite::refresh("t1", "rt-2", "fam-1");
+    assert_eq!(
+        store
+            .rotate_refresh("t1", &r0.token_hash, &r2, NOW)
+            .await
+            .unwrap(),
+        Rotate::Reused {
+            family_id: "fam-1".into()
+        }
+    );
+    assert!(store.is_access_revoked("t1", "jti-1").await.unwrap());
+    let keys = store.list_signing_keys("t1", NOW).await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].private_pem.secret(), key.private_pem.secret());
+    assert_eq!(keys[0].public_jwk, key.public_jwk);
+    assert_eq!(
+        store.take_pending("t1", "p-1", NOW).await.unwrap(),
+        Some(pending)
+    );
+    assert_eq!(
+        store.get_consent("t1", "alice", "client-1").await.unwrap(),
+        Some(consent)
+    );
+    let late = store
+        .put_refresh(&suite::refresh("t1", "rt-late", "fam-9"))
+        .await;
+    assert!(late.is_err(), "the revoked family is remembered: {late:?}");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn reopening_does_not_rerun_migrations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.db");
+    for _ in 0..3 {
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.put_user(&suite::user("t1", "alice")).await.unwrap();
+        store.close().await;
+    }
+}
+
+/// Two stores on one file (two processes, in production) still let exactly one caller
+/// redeem a code and exactly one rotate a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_on_one_file_stay_atomic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.db");
+    let a = SqliteStore::open(&path).await.unwrap();
+    let b = SqliteStore::open(&path).await.unwrap();
+    a.put_code(&suite::code("t1", "code-1", "fam-1"))
+        .await
+        .unwrap();
+    let r0 = suite::refresh("t1", "rt-0", "fam-1");
+    a.put_refresh(&r0).await.unwrap();
+
+    let mut tasks = Vec::new();
+    for i in 0..suite::RACERS {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let old = r0.token_hash.clone();
+        tasks.push(tokio::spawn(async move {
+            let taken = store
+                .take_code("t1", &hash_secret("code-1"), NOW)
+                .await
+                .unwrap();
+            let new = suite::refresh("t1", &format!("rt-new-{i}"), "fam-1");
+            let rotated = store.rotate_refresh("t1", &old, &new, NOW).await.unwrap();
+            (taken, rotated)
+        }));
+    }
+    let mut taken = 0;
+    let mut rotated = 0;
+    for task in tasks {
+        let (t, r) = task.await.unwrap();
+        taken += usize::from(matches!(t, TakeCode::Taken(_)));
+        rotated += usize::from(matches!(r, Rotate::Rotated(_)));
+    }
+    assert_eq!((taken, rotated), (1, 1));
+    a.close().await;
+    b.close().await;
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn new_database_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    store.put_user(&suite::user("t1", "alice")).await.unwrap();
+    for name in ["auth.db", "auth.db-wal"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sweeper_deletes_expired_rows() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    // Expired long ago by the system clock.
+    store.revoke_access("t1", "jti-old", 1).await.unwrap();
+    store
+        .revoke_access("t1", "jti-new", u64::MAX)
+        .await
+        .unwrap();
+    let sweeper = store.spawn_sweeper(Duration::from_millis(20));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while store.is_access_revoked("t1", "jti-old").await.unwrap() {
+        assert!(tokio::time::Instant::now() < deadline, "sweeper never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(store.is_access_revoked("t1", "jti-new").await.unwrap());
+    sweeper.abort();
+}
