@@ -88,6 +88,12 @@ pub enum Command {
         #[arg(long)]
         dev_auto_approve: bool,
     },
+    /// A server on a free port, a login to it and a `whoami` call, each step printed.
+    Demo {
+        /// Approve automatically and play the browser with an HTTP client (no window).
+        #[arg(long)]
+        headless: bool,
+    },
     /// Manage the authorization server's local accounts.
     Users {
         #[command(subcommand)]
@@ -409,6 +415,10 @@ pub async fn run(cli: Cli) -> Result<u8> {
             .await?;
             return Ok(exit::OK);
         }
+        Command::Demo { headless } => {
+            crate::serve::demo(*headless).await?;
+            return Ok(exit::OK);
+        }
         Command::Users {
             command: UsersCommand::Add { name },
             store,
@@ -420,7 +430,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
     }
     let store = open_store(&home)?;
     match &cli.command {
-        Command::Serve { .. } | Command::Users { .. } => Ok(exit::OK),
+        Command::Serve { .. } | Command::Users { .. } | Command::Demo { .. } => Ok(exit::OK),
         Command::Login { url, auth } => login(&cli, store, url, auth).await,
         Command::List => list(&cli, store).await,
         Command::Token { server } => token(&cli, store, server, false).await,

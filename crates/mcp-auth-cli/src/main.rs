@@ -13,7 +13,11 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    output::init_logging(args.verbose, args.log_file.as_deref());
+    if matches!(args.command, cli::Command::Demo { .. }) && args.verbose == 0 {
+        output::init_demo_logging();
+    } else {
+        output::init_logging(args.verbose, args.log_file.as_deref());
+    }
     // One thread is plenty for a CLI, and a current-thread runtime starts faster: `token`
     // is called from shell prompts.
     let rt = match tokio::runtime::Builder::new_current_thread()

@@ -42,6 +42,19 @@ pub fn init_logging(verbose: u8, file: Option<&std::path::Path>) {
     }
 }
 
+/// For `demo`: the client library's steps (info level), one line each on stdout, without
+/// timestamps. Nothing secret is logged at any level.
+pub fn init_demo_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new("warn,mcp_auth_client=info"))
+        .with_target(false)
+        .with_level(false)
+        .without_time()
+        .with_ansi(false)
+        .with_writer(std::io::stdout)
+        .try_init();
+}
+
 /// A spinner on stderr while waiting for the browser; silent when stderr is not a terminal.
 pub fn spinner(message: &str) -> indicatif::ProgressBar {
     let pb = if std::io::stderr().is_terminal() {

@@ -315,3 +315,74 @@ pub async fn add_user(home: &Path, store_spec: Option<&str>, username: &str) -> 
     eprintln!("User {username} saved.");
     Ok(())
 }
+
+/// `mcp-auth demo`: a server on a free loopback port, a login to it, and a `whoami` call, in
+/// one process, each step of the flow printed as it happens.
+pub async fn demo(headless: bool) -> Result<()> {
+    use mcp_auth_client::store::FileStore;
+    use mcp_auth_client::{
+        ClientOptions, HttpOptions, Interaction, McpSession, OAuthClient, OAuthMiddleware,
+        RedirectConfig,
+    };
+
+    let dir = std::env::temp_dir().join(format!("mcp-auth-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let result = async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a loopback port")?;
+        let addr = listener.local_addr()?;
+        let issuer = format!("http://{addr}");
+        let mcp_url = format!("{issuer}/mcp");
+        let store: Arc<dyn Store> = Arc::new(mcp_auth_server::store::MemoryStore::new());
+        let app = app(&issuer, &mcp_url, store.clone(), headless).await?;
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        println!("== server: authorization server {issuer}, protected MCP endpoint {mcp_url}");
+        let interaction = if headless {
+            println!("== headless: every authorization is approved automatically; an HTTP client plays the browser");
+            let handler: mcp_auth_client::authorize::UrlHandler = Arc::new(|url: &str| {
+                let url = url.to_owned();
+                tokio::spawn(async move {
+                    let _ = reqwest::Client::new().get(url).send().await;
+                });
+            });
+            Interaction::Handler(handler)
+        } else {
+            let password = mcp_auth_server::handlers::random_token()[..16].to_owned();
+            LocalAccounts::new(store.clone())
+                .add("default", "demo", &password)
+                .await
+                .map_err(|e| anyhow!(e))?;
+            println!("== log in on the page that opens with username `demo`, password `{password}`");
+            Interaction::Browser(None)
+        };
+        let client_store = Arc::new(FileStore::open(dir.join("store"))?);
+        let oauth = OAuthClient::new(
+            client_store,
+            ClientOptions {
+                interaction,
+                redirect: RedirectConfig { port: Some(0), ..Default::default() },
+                ..Default::default()
+            },
+            HttpOptions::default(),
+        )?;
+        let http = reqwest_middleware::ClientBuilder::new(oauth.http().client()?.clone())
+            .with(OAuthMiddleware::new(oauth.clone(), mcp_url.clone()))
+            .build();
+        println!("== client: calling whoami on {mcp_url} (the 401 starts the OAuth flow)");
+        let mcp = McpSession::new(http, mcp_url.clone());
+        let result = mcp.call_tool("whoami", json!({})).await?;
+        let text = result["content"][0]["text"].as_str().unwrap_or("").to_owned();
+        println!("== whoami answered: {text}");
+        let token = oauth.token(&mcp_url).await?;
+        println!(
+            "== the token is stored encrypted; it expires in {} s and {} a refresh token",
+            token.record.expires_at.map(|e| e.saturating_sub(mcp_auth_client::store::now_secs())).unwrap_or(0),
+            if token.record.refresh_token.is_some() { "comes with" } else { "has no" }
+        );
+        Ok::<(), anyhow::Error>(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}

@@ -14,8 +14,12 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Result, Step};
 
+/// Receives the authorization URL (already checked to be http(s)) and brings the user
+/// there: an embedded browser, a GUI's own window, a test driver.
+pub type UrlHandler = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
 /// How the user is sent to the authorization page.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub enum Interaction {
     /// Open a browser: this command (program and leading arguments; the URL is appended as
     /// the last argument, no shell involved), or the platform's opener when `None`.
@@ -27,9 +31,22 @@ pub enum Interaction {
         /// Also accept the pasted redirect URL.
         paste: bool,
     },
+    /// Hand the URL to the application, then wait for the redirect on the loopback listener.
+    Handler(UrlHandler),
     /// No user is present: fail with [`Error::LoginRequired`] when authorization is needed.
     #[default]
     NonInteractive,
+}
+
+impl std::fmt::Debug for Interaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Browser(cmd) => f.debug_tuple("Browser").field(cmd).finish(),
+            Self::Manual { paste } => f.debug_struct("Manual").field("paste", paste).finish(),
+            Self::Handler(_) => f.write_str("Handler(..)"),
+            Self::NonInteractive => f.write_str("NonInteractive"),
+        }
+    }
 }
 
 /// The redirect URI policy.

@@ -683,6 +683,12 @@ impl OAuthClient {
             None,
             scope.as_ref().map(ToString::to_string).as_deref(),
         );
+        tracing::info!(
+            scope = record.scope.as_deref().unwrap_or(""),
+            expires_in = record.expires_at.map(|e| e.saturating_sub(now_secs())),
+            refreshable = record.refresh_token.is_some(),
+            "tokens received and stored"
+        );
         let _lock = store.lock(key).await?;
         let previous = store.get(key).await?;
         let name = opts
@@ -772,9 +778,21 @@ impl OAuthClient {
             &state,
             &challenge,
         );
+        tracing::info!(
+            endpoint = endpoint.as_str(),
+            client_id = %client.client_id,
+            %redirect_uri,
+            scope = scope_str.as_deref().unwrap_or(""),
+            resource = resource.unwrap_or(""),
+            "sending the user to the authorization endpoint"
+        );
         let paste = match &opts.interaction {
             Interaction::Browser(cmd) => {
                 open_browser(cmd.as_deref(), &url)?;
+                false
+            }
+            Interaction::Handler(handler) => {
+                handler(&url);
                 false
             }
             Interaction::Manual { paste } => {
@@ -803,6 +821,7 @@ impl OAuthClient {
         )
         .await?;
         drop(listener);
+        tracing::info!("authorization code received (state and iss checked); exchanging it");
         let grant = TokenRequest::AuthorizationCode {
             code: &code,
             redirect_uri: &redirect_uri,

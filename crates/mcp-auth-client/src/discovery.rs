@@ -81,7 +81,7 @@ pub async fn discover(
             )
             .await?
         {
-            tracing::debug!(url = url.as_str(), "found protected resource metadata");
+            tracing::info!(url = url.as_str(), "found protected resource metadata");
             prm = Some((doc, url.as_str().to_owned()));
             break;
         }
@@ -170,6 +170,7 @@ async fn fetch_metadata(
                 step: Step::AuthorizationServerMetadata,
                 source,
             })?;
+        tracing::info!(url = url.as_str(), issuer = %doc.issuer, "found authorization server metadata");
         return Ok((doc, url.as_str().to_owned()));
     }
     Err(Error::NoAuthorizationServer {

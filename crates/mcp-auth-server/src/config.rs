@@ -55,6 +55,59 @@ impl Ttls {
     }
 }
 
+/// How the server treats a `client_id` that is an HTTPS URL: a client ID metadata document
+/// (draft-ietf-oauth-client-id-metadata-document-00, the version the MCP authorization
+/// specification 2025-11-25 cites; see [`crate::cimd`]).
+///
+/// The defaults are safe for a server on the internet. The two switches that widen what
+/// the server fetches, [`allow_private_addresses`](Self::allow_private_addresses) and
+/// [`allow_http`](Self::allow_http), exist for tests and closed networks only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CimdConfig {
+    /// Accept URL client ids and advertise `client_id_metadata_document_supported`
+    /// (draft §5). Default `true`.
+    pub enabled: bool,
+    /// Fetch documents from hosts that resolve to loopback, private, link-local, CGNAT,
+    /// unique-local and other non-public addresses. Default `false`: draft §6.5, "SHOULD
+    /// avoid fetching any URLs using private or loopback addresses". Turning it on lets any
+    /// client make this server send GET requests into its own network.
+    pub allow_private_addresses: bool,
+    /// Accept `http://` client ids as well as `https://` ones. Default `false` (draft §3:
+    /// "MUST have an https scheme"); for tests against a plain loopback server.
+    pub allow_http: bool,
+    /// The largest document read, in bytes; the connection is dropped beyond it. Default
+    /// 16 KiB. Draft §6.6 recommends 5 kilobytes; the default leaves room for an inline
+    /// `jwks`.
+    pub max_bytes: usize,
+    /// Time allowed for the whole fetch: name resolution, connection, TLS, headers and
+    /// body. Default 5 s.
+    pub timeout: Duration,
+    /// How long a document is cached when its response says nothing about freshness
+    /// (draft §4.4). Default 300 s.
+    pub default_cache: Duration,
+    /// The shortest time a document is kept, even with `no-store`, `no-cache` or
+    /// `max-age=0`, so one authorization (request, consent, code exchange) sees one
+    /// document; anything later fetches it again. Default 10 s.
+    pub min_cache: Duration,
+    /// The longest time a document is cached, whatever its `max-age`. Default 86400 s.
+    pub max_cache: Duration,
+}
+
+impl Default for CimdConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allow_private_addresses: false,
+            allow_http: false,
+            max_bytes: 16 * 1024,
+            timeout: Duration::from_secs(5),
+            default_cache: Duration::from_secs(300),
+            min_cache: Duration::from_secs(10),
+            max_cache: Duration::from_secs(86_400),
+        }
+    }
+}
+
 /// What the authorization server is and offers.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -83,6 +136,8 @@ pub struct ServerConfig {
     pub allow_dynamic_registration: bool,
     /// Accept refresh tokens at all.
     pub issue_refresh_tokens: bool,
+    /// Client ID metadata documents: URL client ids fetched on first use.
+    pub client_id_metadata_documents: CimdConfig,
 }
 
 impl ServerConfig {
@@ -100,6 +155,7 @@ impl ServerConfig {
             dev_subject: "dev:user".into(),
             allow_dynamic_registration: true,
             issue_refresh_tokens: true,
+            client_id_metadata_documents: CimdConfig::default(),
         }
     }
 

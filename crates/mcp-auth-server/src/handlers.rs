@@ -14,6 +14,7 @@ use mcp_auth_types::{ClientMetadata, ErrorCode, PkceChallenge, ScopeSet};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
 
+use crate::cimd::{self, CimdError, DocumentFetcher};
 use crate::config::ServerConfig;
 use crate::error::OAuthError;
 use crate::keys::{AccessClaims, Keys};
@@ -35,6 +36,8 @@ pub struct AppState {
     pub keys: Keys,
     /// Login.
     pub idp: Arc<dyn IdentityProvider>,
+    /// Fetches client ID metadata documents (URL client ids).
+    pub cimd: DocumentFetcher,
 }
 
 impl std::fmt::Debug for AppState {
@@ -55,6 +58,40 @@ pub fn random_token() -> String {
 
 fn tenant(s: &AppState) -> &str {
     &s.config.tenant
+}
+
+/// The client `client_id`: a stored client, or, for a URL client id, its metadata document
+/// (cached in the store by [`DocumentFetcher::resolve`]). `Ok(None)`: unknown.
+async fn find_client(
+    s: &AppState,
+    client_id: &str,
+    now: u64,
+) -> Result<Option<ClientRow>, CimdError> {
+    let c = &s.config.client_id_metadata_documents;
+    if c.enabled && cimd::is_document_url(client_id, c.allow_http) {
+        return s
+            .cimd
+            .resolve(s.store.as_ref(), tenant(s), client_id, now)
+            .await
+            .map(Some);
+    }
+    // A document cached while the feature was on is not a registration.
+    Ok(s.store
+        .get_client(tenant(s), client_id, now)
+        .await?
+        .filter(|row| c.enabled || row.registration_kind != RegistrationKind::MetadataDocument))
+}
+
+/// The error page for a client that cannot be found (authorization endpoint).
+fn client_error_page(client_id: &str, e: CimdError) -> Response {
+    if let CimdError::Store(e) = e {
+        return OAuthError::from(e).into_response();
+    }
+    tracing::warn!(client_id = ?client_id, error = %e, "client metadata document refused");
+    error_page(
+        StatusCode::BAD_REQUEST,
+        &format!("the client cannot be used: {}", e.public_message()),
+    )
 }
 
 // ---------------------------------------------------------------- metadata
@@ -78,7 +115,8 @@ pub fn metadata_document(c: &ServerConfig, oidc: bool) -> Value {
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
         // RFC 9207: every authorization response carries `iss`.
         "authorization_response_iss_parameter_supported": true,
-        "client_id_metadata_document_supported": false,
+        // draft-ietf-oauth-client-id-metadata-document §5.
+        "client_id_metadata_document_supported": c.client_id_metadata_documents.enabled,
     });
     if c.allow_dynamic_registration {
         m["registration_endpoint"] = json!(c.endpoint("/register"));
@@ -122,7 +160,7 @@ pub async fn jwks(State(s): State<AppState>) -> Response {
 
 // ---------------------------------------------------------------- redirect URIs
 
-fn is_loopback_host(h: &str) -> bool {
+pub(crate) fn is_loopback_host(h: &str) -> bool {
     let h = h.trim_start_matches('[').trim_end_matches(']');
     h == "localhost"
         || h.parse::<std::net::IpAddr>()
@@ -237,12 +275,13 @@ pub async fn authorize(
     let Some(client_id) = get("client_id") else {
         return error_page(StatusCode::BAD_REQUEST, "client_id is missing");
     };
-    let client = match s.store.get_client(tenant(&s), client_id, unix_now()).await {
+    let client = match find_client(&s, client_id, unix_now()).await {
         Ok(Some(c)) => c,
         Ok(None) => return error_page(StatusCode::BAD_REQUEST, "unknown client_id"),
-        Err(e) => return OAuthError::from(e).into_response(),
+        Err(e) => return client_error_page(client_id, e),
     };
     let registered = registered_redirects(&client);
+    let redirect_sent = get("redirect_uri").is_some();
     let redirect_uri = match get("redirect_uri") {
         Some(r) if registered.iter().any(|x| redirect_matches(x, r)) => r.to_owned(),
         Some(_) => {
@@ -259,6 +298,12 @@ pub async fn authorize(
     let fail = |code: ErrorCode, desc: &str| {
         error_redirect(&s.config, &redirect_uri, state.as_deref(), code, desc)
     };
+    if !client_allows_grant(&client, "authorization_code") {
+        return fail(
+            ErrorCode::UnauthorizedClient,
+            "this client did not register the authorization_code grant",
+        );
+    }
     if get("response_type") != Some("code") {
         return fail(
             ErrorCode::UnsupportedResponseType,
@@ -301,6 +346,7 @@ pub async fn authorize(
             &s,
             &client.client_id,
             &redirect_uri,
+            redirect_sent,
             state.as_deref(),
             challenge,
             &scope,
@@ -325,7 +371,9 @@ pub async fn authorize(
         nonce: get("nonce").map(str::to_owned),
         prompt: get("prompt").map(str::to_owned),
         login_hint: get("login_hint").map(str::to_owned),
-        extra: serde_json::Map::new(),
+        extra: [("redirect_uri_sent".to_owned(), json!(redirect_sent))]
+            .into_iter()
+            .collect(),
         subject: None,
         csrf_hash: hash_secret(&csrf),
         created_at: now,
@@ -457,11 +505,7 @@ pub async fn decide(
             "the form could not be verified (cookies disabled, or a forged request); start again from the application",
         );
     }
-    let client = match s
-        .store
-        .get_client(tenant(&s), &pending.client_id, now)
-        .await
-    {
+    let client = match find_client(&s, &pending.client_id, now).await {
         Ok(Some(c)) => c,
         Ok(None) => {
             return error_page(
@@ -469,7 +513,7 @@ pub async fn decide(
                 "the client is no longer registered",
             );
         }
-        Err(e) => return OAuthError::from(e).into_response(),
+        Err(e) => return client_error_page(&pending.client_id, e),
     };
     if d.decision != "approve" {
         let _ = s.store.take_pending(tenant(&s), &pending.id, now).await;
@@ -515,10 +559,16 @@ pub async fn decide(
         .unwrap_or("")
         .parse()
         .unwrap_or_default();
+    let redirect_sent = pending
+        .extra
+        .get("redirect_uri_sent")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
     issue_code(
         &s,
         &pending.client_id,
         &pending.redirect_uri,
+        redirect_sent,
         pending.state.as_deref(),
         &pending.code_challenge,
         &scope,
@@ -580,6 +630,7 @@ async fn issue_code(
     s: &AppState,
     client_id: &str,
     redirect_uri: &str,
+    redirect_sent: bool,
     state: Option<&str>,
     challenge: &str,
     scope: &ScopeSet,
@@ -592,7 +643,13 @@ async fn issue_code(
         tenant: tenant(s).to_owned(),
         code_hash: hash_secret(&code),
         client_id: client_id.to_owned(),
-        redirect_uri: redirect_uri.to_owned(),
+        // RFC 6749 §4.1.3: the token request must repeat redirect_uri only when the
+        // authorization request included it; empty records that it did not.
+        redirect_uri: if redirect_sent {
+            redirect_uri.to_owned()
+        } else {
+            String::new()
+        },
         code_challenge: challenge.to_owned(),
         scope: scope.to_string(),
         resource,
@@ -698,11 +755,18 @@ pub async fn authenticate_client(
         ),
     };
     let now = unix_now();
-    let client = s
-        .store
-        .get_client(tenant(s), &client_id, now)
-        .await?
-        .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
+    let client = match find_client(s, &client_id, now).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return Err(OAuthError::invalid_client("unknown client")),
+        Err(CimdError::Store(e)) => return Err(e.into()),
+        Err(e) => {
+            tracing::warn!(client_id = ?client_id, error = %e, "client metadata document refused");
+            return Err(OAuthError::invalid_client(format!(
+                "the client cannot be used: {}",
+                e.public_message()
+            )));
+        }
+    };
     if let Some(jwt) = assertion {
         if form.get("client_assertion_type").map(String::as_str)
             != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
@@ -759,10 +823,25 @@ async fn verify_client_assertion(
     ) {
         return Err(fail());
     }
-    let jwks: JwkSet = client
-        .metadata
-        .get("jwks")
-        .cloned()
+    let mut jwks = client.metadata.get("jwks").cloned();
+    // A metadata document may name its keys by URL (draft-ietf-oauth-client-id-metadata-
+    // document §6.2); they are fetched under the same guards as the document.
+    if jwks.is_none()
+        && client.registration_kind == RegistrationKind::MetadataDocument
+        && let Some(uri) = client.metadata.get("jwks_uri").and_then(Value::as_str)
+    {
+        match s.cimd.fetch_jwks(uri).await {
+            Ok(v) => jwks = Some(v),
+            Err(e) => {
+                tracing::warn!(client_id = ?client.client_id, error = %e, "client jwks_uri refused");
+                return Err(OAuthError::invalid_client(format!(
+                    "the client's jwks_uri cannot be used: {}",
+                    e.public_message()
+                )));
+            }
+        }
+    }
+    let jwks: JwkSet = jwks
         .and_then(|v| serde_json::from_value(v).ok())
         .ok_or_else(|| OAuthError::invalid_client("the client has no registered jwks"))?;
     let candidates: Vec<_> = jwks
@@ -816,8 +895,9 @@ fn token_json(v: Value) -> Response {
 fn client_allows_grant(client: &ClientRow, grant: &str) -> bool {
     match client.metadata.get("grant_types").and_then(Value::as_array) {
         Some(g) => g.iter().any(|x| x.as_str() == Some(grant)),
-        // RFC 7591 §2: the default is authorization_code.
-        None => grant == "authorization_code" || (grant == "refresh_token"),
+        // RFC 7591 §2: without grant_types a client uses the code grant; its refresh tokens
+        // come with it.
+        None => grant == "authorization_code" || grant == "refresh_token",
     }
 }
 
@@ -902,7 +982,7 @@ async fn token_inner(
     }
     let (client, method) = authenticate_client(s, headers, &form).await?;
     let grant = form.get("grant_type").map(String::as_str).unwrap_or("");
-    if !client_allows_grant(&client, grant) && grant != "authorization_code" {
+    if !grant.is_empty() && !client_allows_grant(&client, grant) {
         return Err(OAuthError::new(
             ErrorCode::UnauthorizedClient,
             format!("the client may not use {grant}"),
@@ -939,7 +1019,18 @@ async fn token_inner(
                     "the code was issued to another client",
                 ));
             }
-            if form.get("redirect_uri").map(String::as_str) != Some(row.redirect_uri.as_str()) {
+            let sent = form.get("redirect_uri").map(String::as_str);
+            let matches = if row.redirect_uri.is_empty() {
+                // Not sent at /authorize: optional here, and if sent it must be registered.
+                sent.is_none_or(|r| {
+                    registered_redirects(&client)
+                        .iter()
+                        .any(|x| redirect_matches(x, r))
+                })
+            } else {
+                sent == Some(row.redirect_uri.as_str())
+            };
+            if !matches {
                 return Err(OAuthError::invalid_grant(
                     "redirect_uri does not match the authorization request",
                 ));

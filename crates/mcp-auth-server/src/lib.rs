@@ -49,6 +49,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod cimd;
 pub mod config;
 pub mod error;
 pub mod handlers;
@@ -58,7 +59,7 @@ pub mod pages;
 mod router;
 pub mod store;
 
-pub use config::{ServerConfig, Ttls};
+pub use config::{CimdConfig, ServerConfig, Ttls};
 pub use keys::{AccessClaims, Keys};
 pub use login::{IdentityProvider, LocalAccounts};
 pub use router::AuthorizationServer;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, post};
 
+use crate::cimd::DocumentFetcher;
 use crate::config::ServerConfig;
 use crate::handlers::{self, AppState};
 use crate::keys::{KeyError, Keys};
@@ -33,12 +34,14 @@ impl AuthorizationServer {
     ) -> Result<Self, KeyError> {
         let keys = Keys::new(store.clone(), config.tenant.clone());
         keys.ensure(config.ttls.access_token).await?;
+        let cimd = DocumentFetcher::new(config.client_id_metadata_documents.clone());
         Ok(Self {
             state: AppState {
                 config: Arc::new(config),
                 store,
                 keys,
                 idp,
+                cimd,
             },
         })
     }
