@@ -45,8 +45,9 @@ done
 [ -n "$url" ] && curl -sS -L -o /dev/null "$url"
 rc=0; wait "$suite" || rc=$?
 cat "$work/suite.out"
-bad=$(grep -h -o '"status": *"\(WARNING\|FAILURE\|SKIPPED\)"' "$work"/results/*/checks.json 2>/dev/null | wc -l)
-checks=$(grep -h -o '"status": *"SUCCESS"' "$work"/results/*/checks.json 2>/dev/null | wc -l)
+count() { { grep -h -o "$1" "$work"/results/*/checks.json 2>/dev/null || true; } | wc -l; }
+bad=$(count '"status": *"\(WARNING\|FAILURE\|SKIPPED\)"')
+checks=$(count '"status": *"SUCCESS"')
 echo "authorization-server conformance: $checks successful checks, $bad failed/warned/skipped, suite exit $rc"
 if [ "$rc" -ne 0 ] || [ "$bad" -ne 0 ] || [ "$checks" -lt 3 ]; then
   grep -h -B2 -A6 '"status": *"\(WARNING\|FAILURE\|SKIPPED\)"' "$work"/results/*/checks.json 2>/dev/null || true
