@@ -87,6 +87,9 @@ pub enum Command {
         /// benchmarks).
         #[arg(long)]
         dev_auto_approve: bool,
+        /// Also host an isolated tenant NAME with issuer {issuer}/t/NAME (repeatable).
+        #[arg(long = "tenant", value_name = "NAME")]
+        tenants: Vec<String>,
     },
     /// A server on a free port, a login to it and a `whoami` call, each step printed.
     Demo {
@@ -402,6 +405,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
             issuer,
             store,
             dev_auto_approve,
+            tenants,
         } => {
             crate::serve::serve(
                 crate::serve::ServeOptions {
@@ -409,6 +413,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
                     issuer: issuer.clone(),
                     store: store.clone(),
                     dev_auto_approve: *dev_auto_approve,
+                    tenants: tenants.clone(),
                 },
                 &home,
             )

@@ -96,6 +96,47 @@ pub struct ServeOptions {
     pub store: Option<String>,
     /// Auto-approve (loopback only).
     pub dev_auto_approve: bool,
+    /// Extra isolated tenants, each its own issuer `{issuer}/t/{name}`.
+    pub tenants: Vec<String>,
+}
+
+/// Tenant names become URL path segments and storage keys: keep them plain.
+fn check_tenant(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name != "default"
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        bail!("--tenant {name:?}: use 1-64 lower-case letters, digits or '-' (and not \"default\")")
+    }
+}
+
+/// Authorization servers for additional tenants: each has its own issuer
+/// (`{issuer}/t/{name}`), keys, clients, users and tokens, all kept apart in the store by the
+/// tenant name.
+pub async fn tenant_routers(
+    issuer: &str,
+    tenants: &[String],
+    store: Arc<dyn Store>,
+    dev_auto_approve: bool,
+) -> Result<axum::Router> {
+    let mut router = axum::Router::new();
+    for name in tenants {
+        check_tenant(name)?;
+        let mut config = ServerConfig::new(format!("{issuer}/t/{name}"));
+        config.tenant = name.clone();
+        config.ttls = Ttls::from_env().map_err(|e| anyhow!(e))?;
+        config.dev_auto_approve = dev_auto_approve;
+        let server = AuthorizationServer::new(config, store.clone())
+            .await
+            .with_context(|| format!("starting tenant {name}"))?;
+        router = router.merge(server.router());
+    }
+    Ok(router)
 }
 
 /// The application: authorization server + protected `/mcp` + its metadata.
@@ -169,7 +210,9 @@ pub async fn serve(opts: ServeOptions, home: &Path) -> Result<()> {
         std::time::Duration::from_secs(60),
         mcp_auth_server::store::unix_now,
     );
-    let app = app(&issuer, &mcp_url, store, opts.dev_auto_approve).await?;
+    let app = app(&issuer, &mcp_url, store.clone(), opts.dev_auto_approve)
+        .await?
+        .merge(tenant_routers(&issuer, &opts.tenants, store, opts.dev_auto_approve).await?);
     if opts.dev_auto_approve {
         eprintln!(
             "WARNING: --dev-auto-approve: every authorization request is approved without a login. Tests and benchmarks only."
@@ -177,6 +220,9 @@ pub async fn serve(opts: ServeOptions, home: &Path) -> Result<()> {
     }
     println!("MCP server:           {mcp_url}");
     println!("Authorization server: {issuer}");
+    for t in &opts.tenants {
+        println!("Tenant {t}: issuer {issuer}/t/{t}");
+    }
     println!("(clients compare these as strings: use exactly these URLs)");
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
