@@ -224,12 +224,15 @@ pub async fn serve(opts: ServeOptions, home: &Path) -> Result<()> {
         println!("Tenant {t}: issuer {issuer}/t/{t}");
     }
     println!("(clients compare these as strings: use exactly these URLs)");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .context("serving")?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .context("serving")?;
     sweeper.abort();
     Ok(())
 }

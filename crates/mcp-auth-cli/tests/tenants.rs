@@ -1,5 +1,5 @@
 //! `mcp-auth serve --tenant NAME`: several issuers on one server whose clients, keys and
-//! tokens never cross.
+//! tokens never cross; and the per-address rate limits.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -53,13 +53,12 @@ async fn authorize(base: &str, client_id: &str, v: &PkceVerifier) -> reqwest::Re
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tenants_are_isolated_issuers() {
-    let home = tempfile::tempdir().unwrap();
+/// Starts `mcp-auth serve --dev-auto-approve` with `extra` flags; returns it and its issuer.
+async fn serve(home: &std::path::Path, extra: &[&str]) -> (tokio::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-auth"))
-        .env("MCP_AUTH_HOME", home.path())
+        .env("MCP_AUTH_HOME", home)
         .args(["serve", "--listen", "127.0.0.1:0", "--dev-auto-approve"])
-        .args(["--tenant", "acme", "--tenant", "beta"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -72,13 +71,44 @@ async fn tenants_are_isolated_issuers() {
             if let Some(i) = l.strip_prefix("Authorization server:") {
                 issuer = Some(i.trim().to_owned());
             }
-            if l.starts_with("Tenant beta") {
+            if l.starts_with("(clients compare") {
                 break;
             }
         }
     })
     .await;
-    let issuer = issuer.expect("serve printed its issuer");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, issuer.expect("serve printed its issuer"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_is_rate_limited_per_address() {
+    let home = tempfile::tempdir().unwrap();
+    let (mut child, issuer) = serve(home.path(), &[]).await;
+    let mut limited = None;
+    for i in 0..80 {
+        let r = http()
+            .post(format!("{issuer}/register"))
+            .json(&json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some((i, r));
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let (i, r) = limited.expect("a burst of registrations is limited");
+    assert!(i >= 30, "the burst of 30 is allowed first (limited at {i})");
+    assert!(r.headers().contains_key("retry-after"));
+    let _ = child.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_are_isolated_issuers() {
+    let home = tempfile::tempdir().unwrap();
+    let (mut child, issuer) = serve(home.path(), &["--tenant", "acme", "--tenant", "beta"]).await;
     let acme = format!("{issuer}/t/acme");
     let beta = format!("{issuer}/t/beta");
 

@@ -136,6 +136,8 @@ pub struct ServerConfig {
     pub allow_dynamic_registration: bool,
     /// Accept refresh tokens at all.
     pub issue_refresh_tokens: bool,
+    /// Per-address rate limits on registration, token and login.
+    pub rate_limits: crate::ratelimit::RateLimits,
     /// Client ID metadata documents: URL client ids fetched on first use.
     pub client_id_metadata_documents: CimdConfig,
 }
@@ -155,6 +157,7 @@ impl ServerConfig {
             dev_subject: "dev:user".into(),
             allow_dynamic_registration: true,
             issue_refresh_tokens: true,
+            rate_limits: crate::ratelimit::RateLimits::default(),
             client_id_metadata_documents: CimdConfig::default(),
         }
     }

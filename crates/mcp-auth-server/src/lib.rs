@@ -56,6 +56,7 @@ pub mod handlers;
 pub mod keys;
 pub mod login;
 pub mod pages;
+pub mod ratelimit;
 mod router;
 pub mod store;
 

@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::handler::Handler;
+use axum::routing::{MethodRouter, get, post};
+
+use crate::ratelimit::{Limiter, Quota};
 
 use crate::cimd::DocumentFetcher;
 use crate::config::ServerConfig;
@@ -65,6 +68,7 @@ impl AuthorizationServer {
             .map(|u| u.path().trim_end_matches('/').to_owned())
             .unwrap_or_default();
         let p = |s: &str| format!("{base}{s}");
+        let limits = self.state.config.rate_limits.clone();
         let mut r = Router::new()
             .route(
                 &format!("/.well-known/oauth-authorization-server{base}"),
@@ -76,10 +80,13 @@ impl AuthorizationServer {
             )
             .route(
                 &p("/authorize"),
-                get(handlers::authorize).post(handlers::decide),
+                get(handlers::authorize).post(limited(handlers::decide, limits.login)),
             )
-            .route(&p("/token"), post(handlers::token))
-            .route(&p("/register"), post(handlers::register))
+            .route(&p("/token"), limited(handlers::token, limits.token))
+            .route(
+                &p("/register"),
+                limited(handlers::register, limits.register),
+            )
             .route(&p("/revoke"), post(handlers::revoke))
             .route(&p("/introspect"), post(handlers::introspect))
             .route(&p("/jwks"), get(handlers::jwks));
@@ -90,5 +97,21 @@ impl AuthorizationServer {
             );
         }
         r.with_state(self.state.clone())
+    }
+}
+
+/// `POST handler`, behind a rate limiter when `quota` is set.
+fn limited<H, T>(handler: H, quota: Option<Quota>) -> MethodRouter<AppState>
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let route = post(handler);
+    match quota {
+        Some(q) => route.layer(axum::middleware::from_fn_with_state(
+            Limiter::new(q),
+            crate::ratelimit::limit,
+        )),
+        None => route,
     }
 }
