@@ -74,9 +74,12 @@ pub enum Command {
     Clear,
     /// Run the authorization server with a protected demo MCP endpoint at /mcp.
     Serve {
-        /// Address to listen on.
-        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8700")]
-        listen: std::net::SocketAddr,
+        /// Configuration file (default: server.toml in the data directory, when present).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Address to listen on (default 127.0.0.1:8700).
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<std::net::SocketAddr>,
         /// The issuer identifier, exactly (default http://ADDR:PORT, no trailing slash).
         #[arg(long, value_name = "URL")]
         issuer: Option<String>,
@@ -401,6 +404,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
     let home = home(&cli)?;
     match &cli.command {
         Command::Serve {
+            config,
             listen,
             issuer,
             store,
@@ -409,6 +413,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         } => {
             crate::serve::serve(
                 crate::serve::ServeOptions {
+                    config: config.clone(),
                     listen: *listen,
                     issuer: issuer.clone(),
                     store: store.clone(),

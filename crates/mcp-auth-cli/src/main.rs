@@ -6,6 +6,7 @@ mod exit;
 mod keyring;
 mod output;
 mod serve;
+mod server_config;
 
 use std::process::ExitCode;
 

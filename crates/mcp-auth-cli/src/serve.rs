@@ -14,7 +14,9 @@ use mcp_auth_resource::{
     Authenticated, Claims, ResourceConfig, ResourceServer, TokenVerifier, Verifier, VerifyError,
 };
 use mcp_auth_server::store::Store;
-use mcp_auth_server::{AuthorizationServer, Keys, LocalAccounts, ServerConfig, Ttls};
+use mcp_auth_server::{AuthorizationServer, Keys, LocalAccounts};
+
+use crate::server_config::ServerFile;
 use mcp_auth_store_sqlite::SqliteStore;
 use mcp_auth_types::{Issuer, ResourceUrl};
 use serde_json::{Value, json};
@@ -85,11 +87,13 @@ impl TokenVerifier for LocalVerifier {
     }
 }
 
-/// What `serve` needs.
+/// What `serve` needs (command-line flags; the configuration file fills what they leave).
 #[derive(Debug)]
 pub struct ServeOptions {
+    /// The configuration file (default `server.toml` in the data directory, if present).
+    pub config: Option<PathBuf>,
     /// Listen address.
-    pub listen: SocketAddr,
+    pub listen: Option<SocketAddr>,
     /// Issuer override.
     pub issuer: Option<String>,
     /// Store spec.
@@ -123,14 +127,13 @@ pub async fn tenant_routers(
     tenants: &[String],
     store: Arc<dyn Store>,
     dev_auto_approve: bool,
+    file: &ServerFile,
 ) -> Result<axum::Router> {
     let mut router = axum::Router::new();
     for name in tenants {
         check_tenant(name)?;
-        let mut config = ServerConfig::new(format!("{issuer}/t/{name}"));
+        let mut config = file.server_config(&format!("{issuer}/t/{name}"), dev_auto_approve)?;
         config.tenant = name.clone();
-        config.ttls = Ttls::from_env().map_err(|e| anyhow!(e))?;
-        config.dev_auto_approve = dev_auto_approve;
         let server = AuthorizationServer::new(config, store.clone())
             .await
             .with_context(|| format!("starting tenant {name}"))?;
@@ -145,12 +148,11 @@ pub async fn app(
     mcp_url: &str,
     store: Arc<dyn Store>,
     dev_auto_approve: bool,
+    file: &ServerFile,
 ) -> Result<axum::Router> {
-    let mut config = ServerConfig::new(issuer);
-    config.ttls = Ttls::from_env().map_err(|e| anyhow!(e))?;
+    let mut config = file.server_config(issuer, dev_auto_approve)?;
     config.default_audience = Some(mcp_url.to_owned());
     config.resources = vec![mcp_url.to_owned()];
-    config.dev_auto_approve = dev_auto_approve;
     let tenant = config.tenant.clone();
     let server = AuthorizationServer::new(config, store.clone())
         .await
@@ -186,41 +188,61 @@ pub async fn app(
 
 /// Runs the server until Ctrl-C.
 pub async fn serve(opts: ServeOptions, home: &Path) -> Result<()> {
-    if opts.dev_auto_approve && !opts.listen.ip().is_loopback() {
+    let file_path = opts
+        .config
+        .clone()
+        .unwrap_or_else(|| home.join("server.toml"));
+    let file = match ServerFile::load(&file_path)? {
+        Some(f) => f,
+        None if opts.config.is_some() => bail!(
+            "the configuration file {} does not exist",
+            file_path.display()
+        ),
+        None => ServerFile::default(),
+    };
+    let listen = opts
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8700)));
+    let dev_auto_approve = opts.dev_auto_approve || file.dev_auto_approve == Some(true);
+    let mut tenants = file.tenants.clone().unwrap_or_default();
+    tenants.extend(opts.tenants.iter().cloned());
+    if dev_auto_approve && !listen.ip().is_loopback() {
         bail!(
             "--dev-auto-approve approves every request without a login: it is only allowed on a loopback address"
         );
     }
-    let listener = tokio::net::TcpListener::bind(opts.listen)
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {}", opts.listen))?;
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     let issuer = opts
         .issuer
         .clone()
+        .or_else(|| file.issuer.clone())
         .unwrap_or_else(|| format!("http://{addr}"));
     Issuer::parse(&issuer).map_err(|e| anyhow!("--issuer {issuer:?}: {e}"))?;
     if issuer.ends_with('/') {
         bail!("--issuer must not end with '/': clients compare it as a string");
     }
     let mcp_url = format!("{}/mcp", origin_of(&issuer)?);
-    let store = open_store(opts.store.as_deref(), home).await?;
+    let store = open_store(opts.store.as_deref().or(file.store.as_deref()), home).await?;
     let sweeper = mcp_auth_server::store::spawn_sweeper(
         store.clone(),
         std::time::Duration::from_secs(60),
         mcp_auth_server::store::unix_now,
     );
-    let app = app(&issuer, &mcp_url, store.clone(), opts.dev_auto_approve)
+    let app = app(&issuer, &mcp_url, store.clone(), dev_auto_approve, &file)
         .await?
-        .merge(tenant_routers(&issuer, &opts.tenants, store, opts.dev_auto_approve).await?);
-    if opts.dev_auto_approve {
+        .merge(tenant_routers(&issuer, &tenants, store, dev_auto_approve, &file).await?);
+    if dev_auto_approve {
         eprintln!(
             "WARNING: --dev-auto-approve: every authorization request is approved without a login. Tests and benchmarks only."
         );
     }
     println!("MCP server:           {mcp_url}");
     println!("Authorization server: {issuer}");
-    for t in &opts.tenants {
+    for t in &tenants {
         println!("Tenant {t}: issuer {issuer}/t/{t}");
     }
     println!("(clients compare these as strings: use exactly these URLs)");
@@ -382,7 +404,7 @@ pub async fn demo(headless: bool) -> Result<()> {
         let issuer = format!("http://{addr}");
         let mcp_url = format!("{issuer}/mcp");
         let store: Arc<dyn Store> = Arc::new(mcp_auth_server::store::MemoryStore::new());
-        let app = app(&issuer, &mcp_url, store.clone(), headless).await?;
+        let app = app(&issuer, &mcp_url, store.clone(), headless, &ServerFile::default()).await?;
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

@@ -1,11 +1,13 @@
 //! The endpoints: metadata (RFC 8414, OIDC discovery), `/authorize` with login and consent,
-//! `/token`, `/register` (RFC 7591), `/revoke` (RFC 7009), `/introspect` (RFC 7662), `/jwks`.
+//! `/token`, `/register` (RFC 7591) and `/register/{client_id}` (RFC 7592), `/revoke`
+//! (RFC 7009), `/introspect` (RFC 7662), `/jwks`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Form, Query, State};
+use axum::body::Bytes;
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine as _;
@@ -1202,30 +1204,59 @@ async fn token_inner(
 
 // ---------------------------------------------------------------- /register
 
-/// `POST /register` (RFC 7591 §3).
+/// `Cache-Control: no-store` (and `Pragma: no-cache`) on a response that carries, or answers
+/// a request that carried, credentials (RFC 7591 §3.2.1, RFC 7592 §2).
+fn no_store(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// `POST /register` (RFC 7591 §3). The response also carries the client's registration
+/// access token and configuration endpoint (RFC 7592 §3).
 pub async fn register(State(s): State<AppState>, Json(body): Json<Value>) -> Response {
     if !s.config.allow_dynamic_registration {
         return OAuthError::new(ErrorCode::AccessDenied, "dynamic registration is disabled")
             .into_response();
     }
-    match register_inner(&s, body).await {
-        Ok(v) => {
-            let mut r = (StatusCode::CREATED, Json(v)).into_response();
-            r.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            r
-        }
+    no_store(match register_inner(&s, body).await {
+        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
         Err(e) => e.into_response(),
-    }
+    })
 }
 
 fn bad_metadata(d: impl Into<String>) -> OAuthError {
     OAuthError::new(ErrorCode::InvalidClientMetadata, d)
 }
 
-async fn register_inner(s: &AppState, body: Value) -> Result<Value, OAuthError> {
+/// The fields the server issues (RFC 7591 §3.2.1, RFC 7592 §3). They are answers, never
+/// metadata: a request's values are not stored.
+const ISSUED_FIELDS: [&str; 6] = [
+    "client_id",
+    "client_secret",
+    "client_id_issued_at",
+    "client_secret_expires_at",
+    "registration_access_token",
+    "registration_client_uri",
+];
+
+/// Client metadata that passed the registration rules.
+struct CheckedMetadata {
+    /// What to store: the request with the defaults filled in and the issued fields removed.
+    stored: Value,
+    /// Whether the token endpoint authentication method needs a client secret.
+    uses_secret: bool,
+}
+
+/// The rules a registration (RFC 7591 §2) and an update (RFC 7592 §2.2) must both pass: an
+/// update is a new registration of the same client.
+fn check_metadata(s: &AppState, body: Value) -> Result<CheckedMetadata, OAuthError> {
     let meta: ClientMetadata = serde_json::from_value(body.clone())
         .map_err(|_| bad_metadata("the body is not valid client metadata"))?;
+    let Value::Object(mut stored) = body else {
+        return Err(bad_metadata("the body is not a JSON object"));
+    };
     let grants: Vec<String> = if meta.grant_types.is_empty() {
         vec!["authorization_code".into()]
     } else {
@@ -1301,42 +1332,286 @@ async fn register_inner(s: &AppState, body: Value) -> Result<Value, OAuthError> 
     if let Some(sc) = &meta.scope {
         check_scope_syntax(s, sc)?;
     }
-    let now = unix_now();
-    let client_id = random_token();
-    let secret = matches!(
+    let uses_secret = matches!(
         method.as_str(),
         "client_secret_basic" | "client_secret_post"
-    )
-    .then(random_token);
-    let mut stored = body;
-    if let Some(o) = stored.as_object_mut() {
-        o.insert("token_endpoint_auth_method".into(), json!(method));
-        o.insert("grant_types".into(), json!(grants));
-        o.insert("response_types".into(), json!(["code"]));
-        o.remove("client_id");
-        o.remove("client_secret");
+    );
+    stored.insert("token_endpoint_auth_method".into(), json!(method));
+    stored.insert("grant_types".into(), json!(grants));
+    stored.insert("response_types".into(), json!(["code"]));
+    for f in ISSUED_FIELDS {
+        stored.remove(f);
     }
-    let expires_at = now + s.config.ttls.client_registration.as_secs();
-    s.store
-        .put_client(&ClientRow {
-            tenant: tenant(s).to_owned(),
-            client_id: client_id.clone(),
-            secret_hash: secret.as_deref().map(hash_secret),
-            metadata: stored.clone(),
-            registration_kind: RegistrationKind::Dynamic,
-            registration_token_hash: None,
-            created_at: now,
-            expires_at: Some(expires_at),
-        })
-        .await?;
-    let mut out = stored;
-    out["client_id"] = json!(client_id);
-    out["client_id_issued_at"] = json!(now);
+    Ok(CheckedMetadata {
+        stored: Value::Object(stored),
+        uses_secret,
+    })
+}
+
+async fn register_inner(s: &AppState, body: Value) -> Result<Value, OAuthError> {
+    let checked = check_metadata(s, body)?;
+    let now = unix_now();
+    let secret = checked.uses_secret.then(random_token);
+    let registration_token = random_token();
+    let row = ClientRow {
+        tenant: tenant(s).to_owned(),
+        client_id: random_token(),
+        secret_hash: secret.as_deref().map(hash_secret),
+        metadata: checked.stored,
+        registration_kind: RegistrationKind::Dynamic,
+        registration_token_hash: Some(hash_secret(&registration_token)),
+        created_at: now,
+        expires_at: Some(now + s.config.ttls.client_registration.as_secs()),
+    };
+    s.store.put_client(&row).await?;
+    let mut out = client_information(s, &row);
     if let Some(sec) = secret {
-        out["client_secret"] = json!(sec);
-        out["client_secret_expires_at"] = json!(expires_at);
+        out.insert("client_secret".into(), json!(sec));
     }
-    Ok(out)
+    out.insert(
+        "registration_access_token".into(),
+        json!(registration_token),
+    );
+    Ok(Value::Object(out))
+}
+
+/// `{issuer}/register/{client_id}`: the client configuration endpoint (RFC 7592 §1.2). The
+/// ids this server issues are base64url, so they need no escaping in a path.
+fn registration_client_uri(s: &AppState, client_id: &str) -> String {
+    s.config.endpoint(&format!("/register/{client_id}"))
+}
+
+/// The client information response (RFC 7591 §3.2.1, RFC 7592 §3) without its secrets:
+/// the stored metadata plus what the server issued. The client secret and the registration
+/// access token are stored only as hashes, so only the responses that mint them carry them.
+fn client_information(s: &AppState, c: &ClientRow) -> serde_json::Map<String, Value> {
+    let mut out = match &c.metadata {
+        Value::Object(m) => m.clone(),
+        _ => serde_json::Map::new(),
+    };
+    out.insert("client_id".into(), json!(c.client_id));
+    out.insert("client_id_issued_at".into(), json!(c.created_at));
+    if c.secret_hash.is_some() {
+        // RFC 7591 §3.2.1: 0 means the secret does not expire.
+        out.insert(
+            "client_secret_expires_at".into(),
+            json!(c.expires_at.unwrap_or(0)),
+        );
+    }
+    out.insert(
+        "registration_client_uri".into(),
+        json!(registration_client_uri(s, &c.client_id)),
+    );
+    out
+}
+
+// ---------------------------------------------------------------- /register/{client_id}
+
+/// Whether `secret` hashes to `hash`, in constant time.
+fn secret_matches(secret: &str, hash: &str) -> bool {
+    hash_secret(secret).as_bytes().ct_eq(hash.as_bytes()).into()
+}
+
+/// The bearer token of `Authorization: Bearer <token>` (RFC 6750 §2.1), if that is how the
+/// request authenticated.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// A 401 from the client configuration endpoint (RFC 7592 §2, RFC 6750 §3.1): with
+/// `error="invalid_token"` when a token was presented, bare when none was ("the resource
+/// server SHOULD NOT include an error code" for a request without authentication).
+fn registration_token_refused(presented: bool) -> Response {
+    if !presented {
+        return no_store(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+            )
+                .into_response(),
+        );
+    }
+    let mut r = OAuthError::new(
+        ErrorCode::Extension("invalid_token".into()),
+        "the registration access token is not valid for this client",
+    )
+    .into_response();
+    *r.status_mut() = StatusCode::UNAUTHORIZED;
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+    );
+    no_store(r)
+}
+
+/// The client whose registration access token the request presents (RFC 7592 §2).
+///
+/// An unknown client, a token for another client, and a client that was never given a token
+/// (a metadata document, an operator's client) are all the same 401: RFC 7592 §2.1 answers
+/// an unknown client with 401, like a bad token, so the endpoint does not reveal which ids
+/// exist. The store is
+/// read directly rather than through [`find_client`], so a URL in the path never makes the
+/// server fetch a metadata document.
+async fn registered_client(
+    s: &AppState,
+    headers: &HeaderMap,
+    client_id: &str,
+) -> Result<ClientRow, Response> {
+    let Some(token) = bearer_token(headers) else {
+        return Err(registration_token_refused(false));
+    };
+    let client = s
+        .store
+        .get_client(tenant(s), client_id, unix_now())
+        .await
+        .map_err(|e| no_store(OAuthError::from(e).into_response()))?;
+    match client {
+        Some(c)
+            if c.registration_token_hash
+                .as_deref()
+                .is_some_and(|h| secret_matches(token, h)) =>
+        {
+            Ok(c)
+        }
+        _ => {
+            tracing::debug!(client_id = ?client_id, "registration access token refused");
+            Err(registration_token_refused(true))
+        }
+    }
+}
+
+/// `GET /register/{client_id}` (RFC 7592 §2.1): the client's current information.
+pub async fn read_registration(
+    State(s): State<AppState>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match registered_client(&s, &headers, &client_id).await {
+        Ok(c) => no_store(Json(client_information(&s, &c)).into_response()),
+        Err(r) => r,
+    }
+}
+
+/// `PUT /register/{client_id}` (RFC 7592 §2.2): replaces the client's metadata.
+pub async fn update_registration(
+    State(s): State<AppState>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // Authenticate before looking at the body, so an unauthenticated caller learns nothing
+    // from how its body is judged.
+    let current = match registered_client(&s, &headers, &client_id).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    no_store(match update_inner(&s, current, &body).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    })
+}
+
+async fn update_inner(s: &AppState, current: ClientRow, body: &[u8]) -> Result<Value, OAuthError> {
+    let body: Value = serde_json::from_slice(body)
+        .map_err(|_| bad_metadata("the body is not valid client metadata"))?;
+    let Some(fields) = body.as_object() else {
+        return Err(bad_metadata("the body is not a JSON object"));
+    };
+    // "The authorization server MAY ignore any null or empty value in the request."
+    let field = |name: &str| fields.get(name).filter(|v| !v.is_null());
+    // "The client MUST include its 'client_id' field in the request, and it MUST be the same
+    // as its currently issued client identifier."
+    if field("client_id").and_then(Value::as_str) != Some(current.client_id.as_str()) {
+        return Err(bad_metadata(
+            "client_id must be present and equal to the client's identifier",
+        ));
+    }
+    // The issued fields must not be sent; a client that echoes a read response back sends
+    // them unchanged, which is harmless. A different value is an error.
+    let issued = client_information(s, &current);
+    for name in [
+        "registration_client_uri",
+        "client_id_issued_at",
+        "client_secret_expires_at",
+    ] {
+        if let Some(v) = field(name)
+            && issued.get(name) != Some(v)
+        {
+            return Err(bad_metadata(format!(
+                "{name} differs from the value issued to the client"
+            )));
+        }
+    }
+    let matches_hash = |v: &Value, hash: Option<&str>| {
+        v.as_str()
+            .zip(hash)
+            .is_some_and(|(v, h)| secret_matches(v, h))
+    };
+    if let Some(v) = field("registration_access_token")
+        && !matches_hash(v, current.registration_token_hash.as_deref())
+    {
+        return Err(bad_metadata(
+            "registration_access_token differs from the value issued to the client",
+        ));
+    }
+    // "If the client includes the 'client_secret' field in the request, the value of this
+    // field MUST match the currently issued client secret", so no client picks its own.
+    if let Some(v) = field("client_secret")
+        && !matches_hash(v, current.secret_hash.as_deref())
+    {
+        return Err(bad_metadata(
+            "client_secret does not match the client's current secret",
+        ));
+    }
+    let checked = check_metadata(s, body)?;
+    // A client that moves to a secret-based authentication method gets a new secret (RFC 7592
+    // §2.2 lets the server issue one); one that moves away from them loses its secret, so the
+    // token endpoint does not keep demanding it.
+    let mut new_secret = None;
+    let secret_hash = match (checked.uses_secret, current.secret_hash.clone()) {
+        (true, Some(h)) => Some(h),
+        (true, None) => {
+            let sec = random_token();
+            let h = hash_secret(&sec);
+            new_secret = Some(sec);
+            Some(h)
+        }
+        (false, _) => None,
+    };
+    // The identity, the registration access token and the registration's lifetime stay.
+    let row = ClientRow {
+        secret_hash,
+        metadata: checked.stored,
+        ..current
+    };
+    s.store.put_client(&row).await?;
+    let mut out = client_information(s, &row);
+    if let Some(sec) = new_secret {
+        out.insert("client_secret".into(), json!(sec));
+    }
+    Ok(Value::Object(out))
+}
+
+/// `DELETE /register/{client_id}` (RFC 7592 §2.3): 204, and the client, its registration
+/// access token and everything issued to it are gone ([`Store::delete_client`]).
+pub async fn delete_registration(
+    State(s): State<AppState>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let client = match registered_client(&s, &headers, &client_id).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    no_store(
+        match s.store.delete_client(tenant(&s), &client.client_id).await {
+            Ok(_) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => OAuthError::from(e).into_response(),
+        },
+    )
 }
 
 fn check_scope_syntax(s: &AppState, sc: &str) -> Result<(), OAuthError> {

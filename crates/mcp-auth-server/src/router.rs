@@ -87,6 +87,12 @@ impl AuthorizationServer {
                 &p("/register"),
                 limited(handlers::register, limits.register),
             )
+            .route(
+                &p("/register/{client_id}"),
+                get(handlers::read_registration)
+                    .put(handlers::update_registration)
+                    .delete(handlers::delete_registration),
+            )
             .route(&p("/revoke"), post(handlers::revoke))
             .route(&p("/introspect"), post(handlers::introspect))
             .route(&p("/jwks"), get(handlers::jwks));

@@ -1,0 +1,71 @@
+//! Where the CPU goes inside this process: the server's runtime, SQLite's connection
+//! threads and the load generator, told apart by thread name, from `/proc/self/task`
+//! (Linux only; elsewhere the columns stay empty).
+
+/// CPU time in clock ticks, by kind of thread.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTicks {
+    /// The server's tokio runtime (`bench-server`) and the rest of the process.
+    pub server: u64,
+    /// sqlx's SQLite connection threads, which run the statements and commits. Time spent
+    /// waiting for `fsync` or for the write lock is off-CPU and does not show.
+    pub sqlite: u64,
+    /// The load generator's runtime (`bench-load`).
+    pub load: u64,
+}
+
+/// `USER_HZ`: fixed at 100 by the Linux ABI on every architecture Rust targets there.
+const TICKS_PER_SEC: f64 = 100.0;
+
+impl CpuTicks {
+    /// The time used between `earlier` and this snapshot. A thread that ended in between
+    /// takes its time with it, so this is a lower bound.
+    pub fn since(&self, earlier: &CpuTicks) -> CpuTicks {
+        CpuTicks {
+            server: self.server.saturating_sub(earlier.server),
+            sqlite: self.sqlite.saturating_sub(earlier.sqlite),
+            load: self.load.saturating_sub(earlier.load),
+        }
+    }
+
+    /// `ticks` over `secs` of wall time, as a percentage of one core.
+    pub fn percent(ticks: u64, secs: f64) -> f64 {
+        ticks as f64 / TICKS_PER_SEC / secs * 100.0
+    }
+}
+
+/// The process's CPU time so far, by kind of thread.
+#[cfg(target_os = "linux")]
+pub fn snapshot() -> Option<CpuTicks> {
+    let mut t = CpuTicks::default();
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let Ok(stat) = std::fs::read_to_string(entry.ok()?.path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        // `tid (comm) state ppid …`: comm may hold spaces and parentheses, so split at the
+        // last ')'; utime and stime are fields 14 and 15 of the line, 12 and 13 after it.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+        let (Some(user), Some(sys)) = (ticks(11), ticks(12)) else {
+            continue;
+        };
+        let slot = if comm.starts_with("bench-load") {
+            &mut t.load
+        } else if comm.starts_with("sqlx-sqlite") {
+            &mut t.sqlite
+        } else {
+            &mut t.server
+        };
+        *slot += user + sys;
+    }
+    Some(t)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn snapshot() -> Option<CpuTicks> {
+    None
+}

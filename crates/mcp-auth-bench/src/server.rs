@@ -1,0 +1,217 @@
+//! The server under test, in this process: the authorization server with
+//! `dev_auto_approve`, plus one JSON-RPC handler mounted twice, at `/mcp` behind the
+//! resource layer and at `/mcp-unprotected` without it. Wired as `mcp-auth serve` wires it
+//! (`crates/mcp-auth-cli/src/serve.rs`), without depending on the CLI crate.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use mcp_auth_resource::{
+    Claims, ResourceConfig, ResourceServer, TokenVerifier, Verifier, VerifyError,
+};
+use mcp_auth_server::ratelimit::RateLimits;
+use mcp_auth_server::store::{MemoryStore, Store};
+use mcp_auth_server::{AuthorizationServer, Keys, ServerConfig};
+use mcp_auth_store_sqlite::SqliteStore;
+use mcp_auth_types::{Issuer, ResourceUrl};
+use serde_json::{Value, json};
+
+use crate::Error;
+
+/// Which [`Store`] backs the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// `SqliteStore::open`: a file in WAL mode with `synchronous=FULL`, the durable default
+    /// of `mcp-auth serve`.
+    Sqlite,
+    /// `MemoryStore`: nothing persisted; shows what the store costs.
+    Memory,
+}
+
+/// The running server. Its runtime lives as long as this value.
+pub struct InProcess {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The database file, for `--store sqlite`.
+    pub db_path: Option<PathBuf>,
+    // Dropped in this order: the runtime (and the server and store with it), then the
+    // database's directory.
+    runtime: tokio::runtime::Runtime,
+    _db_dir: Option<tempfile::TempDir>,
+}
+
+impl InProcess {
+    /// Binds `127.0.0.1:0` and serves on a runtime of `threads` workers named
+    /// `bench-server`, apart from the load generator's.
+    pub fn start(store: StoreKind, db_parent: &Path, threads: usize) -> Result<Self, Error> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("bench-server")
+            .enable_all()
+            .build()?;
+        let db_dir = match store {
+            StoreKind::Sqlite => Some(
+                tempfile::Builder::new()
+                    .prefix("mcp-auth-bench-")
+                    .tempdir_in(db_parent)?,
+            ),
+            StoreKind::Memory => None,
+        };
+        let db_path = db_dir.as_ref().map(|d| d.path().join("server.db"));
+        let addr = runtime.block_on(async {
+            let store: Arc<dyn Store> = match &db_path {
+                Some(path) => Arc::new(SqliteStore::open(path).await?),
+                None => Arc::new(MemoryStore::new()),
+            };
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            let app = app(&format!("http://{addr}"), store).await?;
+            // With the peer address, as `mcp-auth serve` runs it.
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    eprintln!("mcp-auth-bench: the server stopped: {e}");
+                }
+            });
+            Ok::<_, Error>(addr)
+        })?;
+        Ok(Self {
+            addr,
+            db_path,
+            runtime,
+            _db_dir: db_dir,
+        })
+    }
+
+    /// Stops the server, giving its tasks a moment to end.
+    pub fn stop(self) {
+        let Self {
+            runtime, _db_dir, ..
+        } = self;
+        runtime.shutdown_timeout(Duration::from_secs(2));
+    }
+}
+
+/// The authorization server, its resource's metadata, `/mcp` protected and
+/// `/mcp-unprotected` not.
+async fn app(issuer: &str, store: Arc<dyn Store>) -> Result<axum::Router, Error> {
+    let mcp_url = format!("{issuer}/mcp");
+    let mut config = ServerConfig::new(issuer);
+    config.default_audience = Some(mcp_url.clone());
+    config.resources = vec![mcp_url.clone()];
+    config.dev_auto_approve = true;
+    // The default per-address limits (60 registrations a minute) would refuse nearly all of
+    // the benchmark's traffic, which comes from one address; with them off the limiter is
+    // not mounted at all.
+    config.rate_limits = RateLimits::off();
+    let tenant = config.tenant.clone();
+    let server = AuthorizationServer::new(config, store.clone()).await?;
+    let verifier = LocalVerifier {
+        keys: server.keys().clone(),
+        store,
+        tenant,
+        issuer: issuer.to_owned(),
+        audience: mcp_url.clone(),
+    };
+    let mut rc = ResourceConfig::new(
+        ResourceUrl::parse_exact(&mcp_url)?,
+        vec![Issuer::parse(issuer)?],
+        Verifier::Custom(Arc::new(verifier)),
+    );
+    rc.danger_allow_insecure_http = true;
+    let rs = ResourceServer::new(rc)?;
+    let protected = axum::Router::new()
+        .route("/mcp", post(mcp_echo))
+        .layer(rs.layer());
+    let unprotected = axum::Router::new().route("/mcp-unprotected", post(mcp_echo));
+    Ok(server
+        .router()
+        .merge(rs.metadata_router())
+        .merge(protected)
+        .merge(unprotected))
+}
+
+/// Verifies our own access tokens in process, as `mcp-auth serve` does: the signature and
+/// claims with [`Keys::verify`], then the revocation list. The resource server caches the
+/// result per token for [`TokenVerifier::cache_ttl`].
+struct LocalVerifier {
+    keys: Keys,
+    store: Arc<dyn Store>,
+    tenant: String,
+    issuer: String,
+    audience: String,
+}
+
+#[async_trait::async_trait]
+impl TokenVerifier for LocalVerifier {
+    async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        let c = self
+            .keys
+            .verify(token, &self.issuer, Some(&self.audience))
+            .await
+            .ok_or_else(|| {
+                VerifyError::Rejected("not a valid access token for this server".into())
+            })?;
+        if self
+            .store
+            .is_access_revoked(&self.tenant, &c.jti)
+            .await
+            .map_err(|e| VerifyError::Backend(Box::new(e)))?
+        {
+            return Err(VerifyError::Rejected("the token was revoked".into()));
+        }
+        Ok(Claims {
+            subject: c.sub,
+            client_id: Some(c.client_id),
+            scopes: c.scope.parse().unwrap_or_default(),
+            issuer: c.iss,
+            audience: vec![c.aud],
+            expires_at: Some(c.exp),
+            jti: Some(c.jti),
+            extra: serde_json::Map::new(),
+        })
+    }
+
+    fn cache_ttl(&self) -> Duration {
+        // The same bound as `mcp-auth serve`: a revoked token is served from the cache for
+        // at most 5 s, so the benchmark pays one full verification per token every 5 s.
+        Duration::from_secs(5)
+    }
+}
+
+/// The MCP-like endpoint, the same function on both routes: a JSON-RPC `tools/call` of
+/// `echo` answers its `text` argument as MCP tool content. It reads no claims, so the only
+/// difference between the routes is the layer.
+async fn mcp_echo(body: Bytes) -> Response {
+    let Ok(msg) = serde_json::from_slice::<Value>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"jsonrpc": "2.0", "id": null,
+                        "error": {"code": -32700, "message": "parse error"}})),
+        )
+            .into_response();
+    };
+    let id = msg.get("id").cloned().unwrap_or(Value::Null);
+    let params = msg.get("params");
+    let is_echo = msg.get("method").and_then(Value::as_str) == Some("tools/call")
+        && params.and_then(|p| p.get("name")).and_then(Value::as_str) == Some("echo");
+    let body = if is_echo {
+        let text = params
+            .and_then(|p| p.pointer("/arguments/text"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        json!({"jsonrpc": "2.0", "id": id, "result": {
+            "content": [{"type": "text", "text": text}], "isError": false}})
+    } else {
+        json!({"jsonrpc": "2.0", "id": id,
+               "error": {"code": -32601, "message": "only tools/call of echo is served"}})
+    };
+    Json(body).into_response()
+}

@@ -1,0 +1,261 @@
+//! `server.toml`: the authorization server's configuration file. Precedence: command-line
+//! flags, then the `OAUTH_*_TTL` environment variables, then this file, then defaults.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow};
+use mcp_auth_server::ratelimit::{Quota, RateLimits};
+use mcp_auth_server::{ServerConfig, Ttls};
+use mcp_auth_types::ScopeSet;
+use serde::Deserialize;
+
+/// The file, every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    /// `listen = "127.0.0.1:8700"`
+    pub listen: Option<SocketAddr>,
+    /// `issuer = "https://auth.example.com"`
+    pub issuer: Option<String>,
+    /// `store = "sqlite:/var/lib/mcp-auth/server.db"`
+    pub store: Option<String>,
+    /// `dev_auto_approve = false`
+    pub dev_auto_approve: Option<bool>,
+    /// `tenants = ["acme", "beta"]`
+    pub tenants: Option<Vec<String>>,
+    /// `scopes_supported = ["mcp:read", "mcp:write"]` (absent: any scope)
+    pub scopes_supported: Option<Vec<String>>,
+    /// `default_scopes = ["mcp:read"]`, granted when a client asks for none
+    pub default_scopes: Option<Vec<String>>,
+    /// `allow_dynamic_registration = true`
+    pub allow_dynamic_registration: Option<bool>,
+    /// `issue_refresh_tokens = true`
+    pub issue_refresh_tokens: Option<bool>,
+    /// `[ttl]` in seconds.
+    pub ttl: Option<TtlFile>,
+    /// `[rate_limits]`.
+    pub rate_limits: Option<RateFile>,
+    /// `[client_id_metadata_documents]`.
+    pub client_id_metadata_documents: Option<CimdFile>,
+}
+
+/// `[ttl]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtlFile {
+    /// Authorization codes (default 300).
+    pub auth_code: Option<u64>,
+    /// Access tokens (default 900).
+    pub access_token: Option<u64>,
+    /// Refresh tokens (default 86400).
+    pub refresh_token: Option<u64>,
+    /// Dynamic client registrations (default 31536000).
+    pub client_registration: Option<u64>,
+}
+
+/// `[rate_limits]`: each `{ per_minute = N, burst = M }`, or `false` to turn it off.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateFile {
+    /// `/register`
+    pub register: Option<QuotaFile>,
+    /// `/token`
+    pub token: Option<QuotaFile>,
+    /// the login form
+    pub login: Option<QuotaFile>,
+}
+
+/// A quota or `false`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum QuotaFile {
+    /// `false` turns the limit off (`true` keeps the default).
+    Switch(bool),
+    /// `{ per_minute, burst }`
+    Quota {
+        /// Sustained requests per minute per address.
+        per_minute: u32,
+        /// Requests at once.
+        burst: u32,
+    },
+}
+
+/// `[client_id_metadata_documents]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CimdFile {
+    /// Accept client ID metadata documents (default true).
+    pub enabled: Option<bool>,
+    /// Fetch documents from private, loopback and link-local addresses (default false).
+    pub allow_private_addresses: Option<bool>,
+    /// Fetch documents over plain http (default false).
+    pub allow_http: Option<bool>,
+}
+
+impl ServerFile {
+    /// Reads `path`; a missing file is `None`, a malformed one an error naming the key.
+    pub fn load(path: &Path) -> Result<Option<Self>> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        toml::from_str(&text)
+            .map(Some)
+            .map_err(|e| anyhow!("{}: {e}", path.display()))
+    }
+
+    /// The server configuration for `issuer` (a tenant sets `tenant` itself).
+    pub fn server_config(&self, issuer: &str, dev_auto_approve: bool) -> Result<ServerConfig> {
+        let mut c = ServerConfig::new(issuer);
+        let mut ttls = Ttls::default();
+        if let Some(t) = &self.ttl {
+            for (v, slot) in [
+                (t.auth_code, &mut ttls.auth_code),
+                (t.access_token, &mut ttls.access_token),
+                (t.refresh_token, &mut ttls.refresh_token),
+                (t.client_registration, &mut ttls.client_registration),
+            ] {
+                if let Some(secs) = v {
+                    if secs == 0 {
+                        return Err(anyhow!("[ttl] values must be positive"));
+                    }
+                    *slot = Duration::from_secs(secs);
+                }
+            }
+        }
+        // The environment overrides the file.
+        let env = Ttls::from_env().map_err(|e| anyhow!(e))?;
+        let defaults = Ttls::default();
+        for (e, d, slot) in [
+            (env.auth_code, defaults.auth_code, &mut ttls.auth_code),
+            (
+                env.access_token,
+                defaults.access_token,
+                &mut ttls.access_token,
+            ),
+            (
+                env.refresh_token,
+                defaults.refresh_token,
+                &mut ttls.refresh_token,
+            ),
+            (
+                env.client_registration,
+                defaults.client_registration,
+                &mut ttls.client_registration,
+            ),
+        ] {
+            if e != d {
+                *slot = e;
+            }
+        }
+        c.ttls = ttls;
+        let scopes = |v: &Option<Vec<String>>, key: &str| -> Result<Option<ScopeSet>> {
+            v.as_ref()
+                .map(|v| ScopeSet::from_strs(v).map_err(|e| anyhow!("{key}: {e}")))
+                .transpose()
+        };
+        c.scopes_supported = scopes(&self.scopes_supported, "scopes_supported")?;
+        c.default_scopes = scopes(&self.default_scopes, "default_scopes")?.unwrap_or_default();
+        if let Some(v) = self.allow_dynamic_registration {
+            c.allow_dynamic_registration = v;
+        }
+        if let Some(v) = self.issue_refresh_tokens {
+            c.issue_refresh_tokens = v;
+        }
+        if let Some(r) = &self.rate_limits {
+            let mut limits = RateLimits::default();
+            for (q, slot) in [
+                (&r.register, &mut limits.register),
+                (&r.token, &mut limits.token),
+                (&r.login, &mut limits.login),
+            ] {
+                match q {
+                    None | Some(QuotaFile::Switch(true)) => {}
+                    Some(QuotaFile::Switch(false)) => *slot = None,
+                    Some(QuotaFile::Quota { per_minute, burst }) => {
+                        *slot = Some(Quota {
+                            per_minute: *per_minute,
+                            burst: *burst,
+                        });
+                    }
+                }
+            }
+            c.rate_limits = limits;
+        }
+        if let Some(m) = &self.client_id_metadata_documents {
+            let d = &mut c.client_id_metadata_documents;
+            if let Some(v) = m.enabled {
+                d.enabled = v;
+            }
+            if let Some(v) = m.allow_private_addresses {
+                d.allow_private_addresses = v;
+            }
+            if let Some(v) = m.allow_http {
+                d.allow_http = v;
+            }
+        }
+        c.dev_auto_approve = dev_auto_approve;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_key() {
+        let f: ServerFile = toml::from_str(
+            r#"
+            listen = "127.0.0.1:9000"
+            issuer = "http://127.0.0.1:9000"
+            store = "sqlite:/tmp/x.db"
+            dev_auto_approve = false
+            tenants = ["acme"]
+            scopes_supported = ["mcp:read", "mcp:write"]
+            default_scopes = ["mcp:read"]
+            allow_dynamic_registration = true
+            issue_refresh_tokens = true
+            [ttl]
+            auth_code = 60
+            access_token = 300
+            refresh_token = 3600
+            client_registration = 86400
+            [rate_limits]
+            register = false
+            token = { per_minute = 100, burst = 10 }
+            [client_id_metadata_documents]
+            enabled = true
+            allow_private_addresses = false
+            allow_http = false
+            "#,
+        )
+        .unwrap();
+        let c = f.server_config("http://127.0.0.1:9000", false).unwrap();
+        assert_eq!(c.ttls.auth_code, Duration::from_secs(60));
+        assert_eq!(c.ttls.access_token, Duration::from_secs(300));
+        assert_eq!(c.rate_limits.register, None);
+        assert_eq!(
+            c.rate_limits.token,
+            Some(Quota {
+                per_minute: 100,
+                burst: 10
+            })
+        );
+        assert!(c.rate_limits.login.is_some());
+        assert_eq!(
+            c.scopes_supported.unwrap().to_string(),
+            "mcp:read mcp:write"
+        );
+        assert_eq!(c.default_scopes.to_string(), "mcp:read");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(toml::from_str::<ServerFile>("isuer = \"x\"").is_err());
+        assert!(toml::from_str::<ServerFile>("[ttl]\naccess = 3").is_err());
+    }
+}
