@@ -32,6 +32,13 @@ impl CpuTicks {
     pub fn percent(ticks: u64, secs: f64) -> f64 {
         ticks as f64 / TICKS_PER_SEC / secs * 100.0
     }
+
+    /// The server's CPU time (its runtime and SQLite's threads) per operation, in
+    /// microseconds: what an operation costs the server, whatever share of the machine it
+    /// got. On a machine shared with other work this moves less than ops/s does.
+    pub fn server_micros_per_op(&self, ops: usize) -> Option<f64> {
+        (ops > 0).then(|| (self.server + self.sqlite) as f64 / TICKS_PER_SEC * 1e6 / ops as f64)
+    }
 }
 
 /// The process's CPU time so far, by kind of thread.

@@ -70,6 +70,11 @@ impl Outcome {
         self.latencies.len() as f64 / self.window.as_secs_f64()
     }
 
+    /// Server CPU per successful operation, in microseconds.
+    pub fn server_micros_per_op(&self) -> Option<f64> {
+        self.cpu?.server_micros_per_op(self.latencies.len())
+    }
+
     /// Nearest-rank percentile.
     pub fn percentile(&self, p: f64) -> Option<Duration> {
         let n = self.latencies.len();

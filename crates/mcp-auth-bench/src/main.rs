@@ -241,9 +241,9 @@ fn print_header(with_round: bool) {
     let round = if with_round { " round |" } else { "" };
     let rule = if with_round { "---|" } else { "" };
     println!(
-        "|{round} scenario | ops/s | p50 | p99 | errors | CPU server | CPU SQLite | CPU load |"
+        "|{round} scenario | ops/s | p50 | p99 | errors | CPU server | CPU SQLite | CPU load | server CPU/op |"
     );
-    println!("|{rule}---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|{rule}---|---:|---:|---:|---:|---:|---:|---:|---:|");
 }
 
 fn print_row(s: Scenario, o: &Outcome, in_process: bool, round: Option<usize>) {
@@ -258,9 +258,13 @@ fn print_row(s: Scenario, o: &Outcome, in_process: bool, round: Option<usize>) {
         Some(c) => ("-".into(), "-".into(), pct(c.load)),
         None => ("-".into(), "-".into(), "-".into()),
     };
+    let per_op = match o.server_micros_per_op() {
+        Some(us) if in_process => format!("{us:.1} µs"),
+        _ => "-".into(),
+    };
     let round = round.map_or(String::new(), |r| format!(" {r} |"));
     println!(
-        "|{round} {} | {:.0} | {} | {} | {} | {srv} | {sql} | {ld} |",
+        "|{round} {} | {:.0} | {} | {} | {} | {srv} | {sql} | {ld} | {per_op} |",
         s.name(),
         o.ops_per_sec(),
         ms(50.0),
@@ -296,8 +300,12 @@ fn print_targets(summary: &[(Scenario, &Outcome)]) {
             }
             _ => "-".into(),
         };
+        let cpu = match (u.server_micros_per_op(), p.server_micros_per_op()) {
+            (Some(a), Some(b)) => format!(", server CPU per call {:+.1}%", (b / a - 1.0) * 100.0),
+            _ => String::new(),
+        };
         lines.push(format!(
-            "{:<16} {cost:>+8.1}%    target <= +5% per call   {}   (p50 latency {p50})",
+            "{:<16} {cost:>+8.1}%    target <= +5% per call   {}   (p50 latency {p50}{cpu})",
             "protected call",
             if cost <= 5.0 { "met" } else { "NOT met" }
         ));
