@@ -99,8 +99,18 @@ fn run(mut args: Args) -> Result<bool, Error> {
             .filter(|s| args.url.is_none() || !s.is_mcp())
             .collect();
     }
-    if args.concurrency == 0 || args.rounds == 0 {
-        return Err("--concurrency and --rounds must be at least 1".into());
+    if [
+        args.concurrency,
+        args.rounds,
+        args.server_threads,
+        args.load_threads,
+    ]
+    .contains(&0)
+    {
+        return Err(
+            "--concurrency, --rounds, --server-threads and --load-threads must be at least 1"
+                .into(),
+        );
     }
     let (warmup, measure) = (
         secs(args.warmup, "--warmup")?,
