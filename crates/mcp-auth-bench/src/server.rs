@@ -13,12 +13,10 @@ use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use mcp_auth_resource::{
-    Claims, ResourceConfig, ResourceServer, TokenVerifier, Verifier, VerifyError,
-};
+use mcp_auth_resource::{ResourceConfig, ResourceServer, Verifier};
 use mcp_auth_server::ratelimit::RateLimits;
 use mcp_auth_server::store::{MemoryStore, Store};
-use mcp_auth_server::{AuthorizationServer, Keys, ServerConfig};
+use mcp_auth_server::{AuthorizationServer, ServerConfig};
 use mcp_auth_store_sqlite::SqliteStore;
 use mcp_auth_types::{Issuer, ResourceUrl};
 use serde_json::{Value, json};
@@ -111,15 +109,8 @@ async fn app(issuer: &str, store: Arc<dyn Store>) -> Result<axum::Router, Error>
     // the benchmark's traffic, which comes from one address; with them off the limiter is
     // not mounted at all.
     config.rate_limits = RateLimits::off();
-    let tenant = config.tenant.clone();
     let server = AuthorizationServer::new(config, store.clone()).await?;
-    let verifier = LocalVerifier {
-        keys: server.keys().clone(),
-        store,
-        tenant,
-        issuer: issuer.to_owned(),
-        audience: mcp_url.clone(),
-    };
+    let verifier = mcp_auth_server::local_verifier::LocalVerifier::new(&server, mcp_url.clone());
     let mut rc = ResourceConfig::new(
         ResourceUrl::parse_exact(&mcp_url)?,
         vec![Issuer::parse(issuer)?],
@@ -136,54 +127,6 @@ async fn app(issuer: &str, store: Arc<dyn Store>) -> Result<axum::Router, Error>
         .merge(rs.metadata_router())
         .merge(protected)
         .merge(unprotected))
-}
-
-/// Verifies our own access tokens in process, as `mcp-auth serve` does: the signature and
-/// claims with [`Keys::verify`], then the revocation list. The resource server caches the
-/// result per token for [`TokenVerifier::cache_ttl`].
-struct LocalVerifier {
-    keys: Keys,
-    store: Arc<dyn Store>,
-    tenant: String,
-    issuer: String,
-    audience: String,
-}
-
-#[async_trait::async_trait]
-impl TokenVerifier for LocalVerifier {
-    async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
-        let c = self
-            .keys
-            .verify(token, &self.issuer, Some(&self.audience))
-            .await
-            .ok_or_else(|| {
-                VerifyError::Rejected("not a valid access token for this server".into())
-            })?;
-        if self
-            .store
-            .is_access_revoked(&self.tenant, &c.jti)
-            .await
-            .map_err(|e| VerifyError::Backend(Box::new(e)))?
-        {
-            return Err(VerifyError::Rejected("the token was revoked".into()));
-        }
-        Ok(Claims {
-            subject: c.sub,
-            client_id: Some(c.client_id),
-            scopes: c.scope.parse().unwrap_or_default(),
-            issuer: c.iss,
-            audience: vec![c.aud],
-            expires_at: Some(c.exp),
-            jti: Some(c.jti),
-            extra: serde_json::Map::new(),
-        })
-    }
-
-    fn cache_ttl(&self) -> Duration {
-        // The same bound as `mcp-auth serve`: a revoked token is served from the cache for
-        // at most 5 s, so the benchmark pays one full verification per token every 5 s.
-        Duration::from_secs(5)
-    }
 }
 
 /// The MCP-like endpoint, the same function on both routes: a JSON-RPC `tools/call` of

@@ -10,11 +10,10 @@ use axum::Json;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use mcp_auth_resource::{
-    Authenticated, Claims, ResourceConfig, ResourceServer, TokenVerifier, Verifier, VerifyError,
-};
+use mcp_auth_resource::{Authenticated, ResourceConfig, ResourceServer, Verifier};
+use mcp_auth_server::local_verifier::LocalVerifier;
 use mcp_auth_server::store::Store;
-use mcp_auth_server::{AuthorizationServer, Keys, LocalAccounts};
+use mcp_auth_server::{AuthorizationServer, LocalAccounts};
 
 use crate::server_config::ServerFile;
 use mcp_auth_store_sqlite::SqliteStore;
@@ -40,51 +39,6 @@ pub async fn open_store(spec: Option<&str>, home: &Path) -> Result<Arc<dyn Store
         .await
         .with_context(|| format!("opening the SQLite store {}", path.display()))?;
     Ok(Arc::new(store))
-}
-
-/// Verifies our own access tokens in process: no JWKS round trip on the hot path.
-struct LocalVerifier {
-    keys: Keys,
-    store: Arc<dyn Store>,
-    tenant: String,
-    issuer: String,
-    audience: String,
-}
-
-#[async_trait::async_trait]
-impl TokenVerifier for LocalVerifier {
-    async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
-        let c = self
-            .keys
-            .verify(token, &self.issuer, Some(&self.audience))
-            .await
-            .ok_or_else(|| {
-                VerifyError::Rejected("not a valid access token for this server".into())
-            })?;
-        if self
-            .store
-            .is_access_revoked(&self.tenant, &c.jti)
-            .await
-            .map_err(|e| VerifyError::Backend(Box::new(e)))?
-        {
-            return Err(VerifyError::Rejected("the token was revoked".into()));
-        }
-        Ok(Claims {
-            subject: c.sub,
-            client_id: Some(c.client_id),
-            scopes: c.scope.parse().unwrap_or_default(),
-            issuer: c.iss,
-            audience: vec![c.aud],
-            expires_at: Some(c.exp),
-            jti: Some(c.jti),
-            extra: serde_json::Map::new(),
-        })
-    }
-
-    fn cache_ttl(&self) -> std::time::Duration {
-        // Bounds how long a revoked token can still be served from the verified-token cache.
-        std::time::Duration::from_secs(5)
-    }
 }
 
 /// What `serve` needs (command-line flags; the configuration file fills what they leave).
@@ -153,17 +107,10 @@ pub async fn app(
     let mut config = file.server_config(issuer, dev_auto_approve)?;
     config.default_audience = Some(mcp_url.to_owned());
     config.resources = vec![mcp_url.to_owned()];
-    let tenant = config.tenant.clone();
     let server = AuthorizationServer::new(config, store.clone())
         .await
         .context("starting the authorization server")?;
-    let verifier = LocalVerifier {
-        keys: server.keys().clone(),
-        store,
-        tenant,
-        issuer: issuer.to_owned(),
-        audience: mcp_url.to_owned(),
-    };
+    let verifier = LocalVerifier::new(&server, mcp_url);
     let mut rc = ResourceConfig::new(
         ResourceUrl::parse_exact(mcp_url).map_err(|e| anyhow!("MCP URL: {e}"))?,
         vec![Issuer::parse(issuer).map_err(|e| anyhow!("issuer: {e}"))?],

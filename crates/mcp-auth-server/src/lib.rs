@@ -54,6 +54,8 @@ pub mod config;
 pub mod error;
 pub mod handlers;
 pub mod keys;
+#[cfg(feature = "resource")]
+pub mod local_verifier;
 pub mod login;
 pub mod pages;
 pub mod ratelimit;
