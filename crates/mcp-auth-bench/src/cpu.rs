@@ -7,7 +7,8 @@
 pub struct CpuTicks {
     /// The server's tokio runtime (`bench-server`) and the rest of the process.
     pub server: u64,
-    /// sqlx's SQLite connection threads, which run the statements and commits. Time spent
+    /// The SQLite writer thread (`mcp-auth-sqlite`), which runs every write and commit (reads
+    /// run on the server's threads). Time spent
     /// waiting for `fsync` or for the write lock is off-CPU and does not show.
     pub sqlite: u64,
     /// The load generator's runtime (`bench-load`).
@@ -62,7 +63,7 @@ pub fn snapshot() -> Option<CpuTicks> {
         };
         let slot = if comm.starts_with("bench-load") {
             &mut t.load
-        } else if comm.starts_with("sqlx-sqlite") {
+        } else if comm.starts_with("mcp-auth-sqlite") {
             &mut t.sqlite
         } else {
             &mut t.server

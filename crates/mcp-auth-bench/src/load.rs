@@ -63,6 +63,9 @@ pub struct Outcome {
     pub error_samples: Vec<String>,
     /// CPU used in the window by each kind of thread of this process.
     pub cpu: Option<CpuTicks>,
+    /// Writes per SQLite commit over the scenario, warmup included (group commit's batch
+    /// size); set by the caller for the in-process SQLite store.
+    pub writes_per_commit: Option<f64>,
 }
 
 impl Outcome {
@@ -193,6 +196,7 @@ pub async fn run(scenario: Scenario, target: &Target, shape: Shape) -> Result<Ou
     latencies.sort_unstable();
     let samples = std::mem::take(&mut *shared.samples.lock().unwrap_or_else(|p| p.into_inner()));
     Ok(Outcome {
+        writes_per_commit: None,
         latencies,
         window: shape.measure,
         errors: shared.errors.load(Ordering::Relaxed),

@@ -26,8 +26,8 @@ use crate::Error;
 /// Which [`Store`] backs the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StoreKind {
-    /// `SqliteStore::open`: a file in WAL mode with `synchronous=FULL`, the durable default
-    /// of `mcp-auth serve`.
+    /// `SqliteStore::open`: a file in WAL mode, every write flushed to disk before it is
+    /// answered (group commit), the durable default of `mcp-auth serve`.
     Sqlite,
     /// `MemoryStore`: nothing persisted; shows what the store costs.
     Memory,
@@ -39,6 +39,7 @@ pub struct InProcess {
     pub addr: SocketAddr,
     /// The database file, for `--store sqlite`.
     pub db_path: Option<PathBuf>,
+    sqlite: Option<SqliteStore>,
     // Dropped in this order: the runtime (and the server and store with it), then the
     // database's directory.
     runtime: tokio::runtime::Runtime,
@@ -63,9 +64,13 @@ impl InProcess {
             StoreKind::Memory => None,
         };
         let db_path = db_dir.as_ref().map(|d| d.path().join("server.db"));
-        let addr = runtime.block_on(async {
-            let store: Arc<dyn Store> = match &db_path {
-                Some(path) => Arc::new(SqliteStore::open(path).await?),
+        let (addr, sqlite) = runtime.block_on(async {
+            let sqlite = match &db_path {
+                Some(path) => Some(SqliteStore::open(path).await?),
+                None => None,
+            };
+            let store: Arc<dyn Store> = match &sqlite {
+                Some(s) => Arc::new(s.clone()),
                 None => Arc::new(MemoryStore::new()),
             };
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -78,14 +83,20 @@ impl InProcess {
                     eprintln!("mcp-auth-bench: the server stopped: {e}");
                 }
             });
-            Ok::<_, Error>(addr)
+            Ok::<_, Error>((addr, sqlite))
         })?;
         Ok(Self {
             addr,
             db_path,
+            sqlite,
             runtime,
             _db_dir: db_dir,
         })
+    }
+
+    /// The SQLite store's commit counters, for `--store sqlite`.
+    pub fn write_stats(&self) -> Option<mcp_auth_store_sqlite::WriteStats> {
+        self.sqlite.as_ref().map(SqliteStore::write_stats)
     }
 
     /// Stops the server, giving its tasks a moment to end.

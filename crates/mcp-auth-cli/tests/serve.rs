@@ -458,6 +458,7 @@ fn claims(s: &Serve) -> AccessClaims {
         jti: format!("jti-{}", PkceVerifier::generate().secret()),
         client_id: "forged-client".into(),
         scope: String::new(),
+        sid: None,
     }
 }
 
@@ -694,7 +695,7 @@ async fn login_page_logs_in_a_local_account() {
 // ---------------------------------------------------------------- 3. token endpoint
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn code_replay_is_refused_and_revokes_the_refresh_token() {
+async fn code_replay_is_refused_and_revokes_what_the_code_issued() {
     let (_d, home) = home();
     let s = Serve::start(&home, true).await;
     let client_id = public_client(&s).await;
@@ -703,17 +704,27 @@ async fn code_replay_is_refused_and_revokes_the_refresh_token() {
     let (status, first) = exchange(&s, &client_id, &c, v.secret()).await;
     assert_eq!(status, StatusCode::OK, "{first}");
     let rt = first["refresh_token"].as_str().expect("a refresh token");
+    let at = first["access_token"].as_str().expect("an access token");
+    let (id, secret) = confidential_client(&s).await;
+    assert_eq!(introspect(&s, at, &id, &secret).await["active"], true);
 
     assert_oauth_error(
         exchange(&s, &client_id, &c, v.secret()).await,
         StatusCode::BAD_REQUEST,
         "invalid_grant",
     );
-    // RFC 6749 §4.1.2: what the code issued is revoked.
+    // RFC 6749 §4.1.2: what the code issued is revoked, the access token included.
     assert_oauth_error(
         refresh(&s, &client_id, rt).await,
         StatusCode::BAD_REQUEST,
         "invalid_grant",
+    );
+    assert_eq!(introspect(&s, at, &id, &secret).await["active"], false);
+    // Never used at /mcp before, so no verified-token cache can still hold it.
+    assert_invalid_token(
+        &s,
+        &whoami(&s, Some(at)).await,
+        "access token of a replayed code",
     );
 }
 
@@ -741,17 +752,27 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
     let (status, t3) = refresh(&s, &client_id, &rt2).await;
     assert_eq!(status, StatusCode::OK, "the new refresh token works: {t3}");
     let rt3 = t3["refresh_token"].as_str().unwrap().to_owned();
+    let at3 = t3["access_token"].as_str().unwrap().to_owned();
     assert_oauth_error(
         refresh(&s, &client_id, &rt2).await,
         StatusCode::BAD_REQUEST,
         "invalid_grant",
     );
-    // RFC 9700 §4.14.2: the reuse revoked the family, the newest token included.
+    // RFC 9700 §4.14.2: the reuse revoked the family, the newest token included, and the
+    // access tokens issued in it.
     assert_oauth_error(
         refresh(&s, &client_id, &rt3).await,
         StatusCode::BAD_REQUEST,
         "invalid_grant",
     );
+    assert_invalid_token(
+        &s,
+        &whoami(&s, Some(&at3)).await,
+        "access token of a reused family",
+    );
+    let (id, secret) = confidential_client(&s).await;
+    let at1 = t["access_token"].as_str().unwrap();
+    assert_eq!(introspect(&s, at1, &id, &secret).await["active"], false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! The handler's view: [`Authenticated`], an axum extractor carrying the verified claims.
 
 use std::convert::Infallible;
+use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use http::request::Parts;
 use mcp_auth_types::ScopeSet;
 
-use crate::{AuthError, Claims, Rejection};
+use crate::{AuthError, Claims, Rejection, ResourceServer};
 
 /// A request that passed a [`crate::ProtectedLayer`]: the verified claims (also reachable
 /// through `Deref`), and what is needed to refuse a further operation properly.
@@ -27,22 +28,33 @@ use crate::{AuthError, Claims, Rejection};
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     claims: Arc<Claims>,
-    /// The scopes the route required, so a handler's own check names them too.
-    route_scopes: Arc<ScopeSet>,
-    resource_metadata: Arc<str>,
+    route: Arc<RouteContext>,
+}
+
+/// A protected route: its resource server and required scopes, built once per
+/// [`crate::ProtectedLayer`] and shared by its services and every request's
+/// [`Authenticated`]. One `Arc` for all of it, because axum clones a route's service for every
+/// request: each `Arc` in it is a reference count that both server threads bump and drop.
+pub(crate) struct RouteContext {
+    pub(crate) server: ResourceServer,
+    /// The scopes the route requires, so a handler's own check names them too.
+    pub(crate) required: ScopeSet,
+    /// The `resource_metadata` URL of this resource's challenges.
+    pub(crate) resource_metadata: Arc<str>,
+}
+
+impl fmt::Debug for RouteContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouteContext")
+            .field("required", &self.required)
+            .field("resource_metadata", &self.resource_metadata)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Authenticated {
-    pub(crate) fn new(
-        claims: Arc<Claims>,
-        route_scopes: Arc<ScopeSet>,
-        resource_metadata: Arc<str>,
-    ) -> Self {
-        Self {
-            claims,
-            route_scopes,
-            resource_metadata,
-        }
+    pub(crate) fn new(claims: Arc<Claims>, route: Arc<RouteContext>) -> Self {
+        Self { claims, route }
     }
 
     /// The verified claims.
@@ -63,14 +75,14 @@ impl Authenticated {
         if self.claims.has_scopes(needed) {
             return Ok(());
         }
-        let all = self.route_scopes.union(needed);
+        let all = self.route.required.union(needed);
         Err(Rejection::new(
             AuthError::InsufficientScope {
                 required: all.clone(),
                 granted: self.claims.scopes.clone(),
             },
             all,
-            Some(self.resource_metadata.clone()),
+            Some(self.route.resource_metadata.clone()),
         ))
     }
 }

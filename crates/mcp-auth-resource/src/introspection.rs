@@ -9,7 +9,7 @@ use http::HeaderValue;
 use mcp_auth_types::HttpUrl;
 use serde_json::{Map, Value};
 
-use crate::cache::{TtlCache, token_key};
+use crate::cache::TtlCache;
 use crate::claims::{ClaimReader, check_audience, check_times};
 use crate::clock::Clock;
 use crate::config::IntrospectionConfig;
@@ -141,7 +141,7 @@ impl IntrospectionVerifier {
 #[async_trait::async_trait]
 impl TokenVerifier for IntrospectionVerifier {
     async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
-        let key = token_key(token);
+        let key = self.inactive.key(token.as_bytes());
         let now = self.clock.now_unix();
         if self.inactive.get(&key, now).is_some() {
             return Err(VerifyError::Inactive);

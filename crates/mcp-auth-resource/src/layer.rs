@@ -10,9 +10,11 @@ use std::task::{Context, Poll};
 use axum::response::{IntoResponse, Response};
 use http::Request;
 use mcp_auth_types::ScopeSet;
+use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::ResourceServer;
+use crate::extract::RouteContext;
 
 /// A tower [`Layer`] that protects the services (axum routes) it wraps.
 ///
@@ -30,15 +32,16 @@ use crate::ResourceServer;
 /// ```
 #[derive(Clone)]
 pub struct ProtectedLayer {
-    server: ResourceServer,
-    required: Arc<ScopeSet>,
+    // Built here rather than in `layer`: axum applies a router's layers to a handler's route
+    // again for every request until the router gets its state (`with_state`).
+    route: Arc<RouteContext>,
 }
 
 impl fmt::Debug for ProtectedLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProtectedLayer")
-            .field("resource", &self.server.resource())
-            .field("required", &self.required)
+            .field("resource", &self.route.server.resource())
+            .field("required", &self.route.required)
             .finish()
     }
 }
@@ -47,8 +50,7 @@ impl ProtectedLayer {
     /// A layer requiring a valid token and no particular scope.
     pub fn new(server: ResourceServer) -> Self {
         Self {
-            server,
-            required: Arc::new(ScopeSet::new()),
+            route: server.route_context(ScopeSet::new()),
         }
     }
 
@@ -74,13 +76,16 @@ impl ProtectedLayer {
 
     /// Also requires these scopes (added to any required already).
     pub fn require_scope_set(mut self, scopes: ScopeSet) -> Self {
-        self.required = Arc::new(self.required.union(&scopes));
+        self.route = self
+            .route
+            .server
+            .route_context(self.route.required.union(&scopes));
         self
     }
 
     /// The scopes this layer requires.
     pub fn required_scopes(&self) -> &ScopeSet {
-        &self.required
+        &self.route.required
     }
 }
 
@@ -90,8 +95,7 @@ impl<S> Layer<S> for ProtectedLayer {
     fn layer(&self, inner: S) -> Protected<S> {
         Protected {
             inner,
-            server: self.server.clone(),
-            required: self.required.clone(),
+            route: self.route.clone(),
         }
     }
 }
@@ -100,15 +104,14 @@ impl<S> Layer<S> for ProtectedLayer {
 #[derive(Clone)]
 pub struct Protected<S> {
     inner: S,
-    server: ResourceServer,
-    required: Arc<ScopeSet>,
+    route: Arc<RouteContext>,
 }
 
 impl<S> fmt::Debug for Protected<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Protected")
-            .field("resource", &self.server.resource())
-            .field("required", &self.required)
+            .field("resource", &self.route.server.resource())
+            .field("required", &self.route.required)
             .finish_non_exhaustive()
     }
 }
@@ -121,23 +124,41 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Error>;
+    type Future = ResponseFuture<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        // The service that was polled ready is the one to call; leave a fresh clone behind
-        // (tower's documented pattern for services that call their inner one later).
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // Nearly every request carries a token verified moments ago: answered from the cache
+        // here, synchronously, the request goes straight to the service that was polled
+        // ready, with no boxed future and no clones.
+        let route = &self.route;
+        if let Some(checked) = route
+            .server
+            .authenticate_cached(req.headers(), req.uri(), route)
+        {
+            return match checked {
+                Ok(auth) => {
+                    req.extensions_mut().insert(auth);
+                    ResponseFuture::inner(self.inner.call(req))
+                }
+                Err(rejection) => ResponseFuture::refused(rejection.into_response()),
+            };
+        }
+        // Otherwise the token is verified first (a signature check, an introspection call),
+        // and the inner service is called later: the service that was polled ready is the
+        // one to call; leave a fresh clone behind (tower's documented pattern for services
+        // that call their inner one later).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let server = self.server.clone();
-        let required = self.required.clone();
-        ResponseFuture(Box::pin(async move {
+        let route = self.route.clone();
+        ResponseFuture::verifying(Box::pin(async move {
             let (mut parts, body) = req.into_parts();
-            match server
-                .authenticate_shared(&parts.headers, &parts.uri, &required)
+            match route
+                .server
+                .authenticate_shared(&parts.headers, &parts.uri, &route)
                 .await
             {
                 Ok(auth) => {
@@ -150,18 +171,66 @@ where
     }
 }
 
-/// The future of [`Protected`].
-pub struct ResponseFuture<E>(Pin<Box<dyn Future<Output = Result<Response, E>> + Send + 'static>>);
+type BoxedResponse<E> = Pin<Box<dyn Future<Output = Result<Response, E>> + Send + 'static>>;
 
-impl<E> Future for ResponseFuture<E> {
-    type Output = Result<Response, E>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.0.as_mut().poll(cx)
+pin_project! {
+    /// The future of [`Protected`]: the inner service's own future when the token was found
+    /// in the cache, a refusal, or the boxed verification followed by the inner call.
+    pub struct ResponseFuture<F, E> {
+        #[pin]
+        state: State<F, E>,
     }
 }
 
-impl<E> fmt::Debug for ResponseFuture<E> {
+pin_project! {
+    #[project = StateProj]
+    enum State<F, E> {
+        Inner { #[pin] future: F },
+        Refused { response: Option<Response> },
+        Verifying { future: BoxedResponse<E> },
+    }
+}
+
+impl<F, E> ResponseFuture<F, E> {
+    fn inner(future: F) -> Self {
+        Self {
+            state: State::Inner { future },
+        }
+    }
+
+    fn refused(response: Response) -> Self {
+        Self {
+            state: State::Refused {
+                response: Some(response),
+            },
+        }
+    }
+
+    fn verifying(future: BoxedResponse<E>) -> Self {
+        Self {
+            state: State::Verifying { future },
+        }
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F, E>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Inner { future } => future.poll(cx),
+            StateProj::Refused { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("ResponseFuture polled after completion"))),
+            StateProj::Verifying { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<F, E> fmt::Debug for ResponseFuture<F, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ResponseFuture")
     }

@@ -70,6 +70,7 @@ mod jwt;
 mod layer;
 mod metadata;
 mod server;
+mod siphash;
 mod verifier;
 
 pub use challenge::Rejection;

@@ -9,10 +9,11 @@ use axum::Router;
 use http::{HeaderMap, Uri, header};
 use mcp_auth_types::{ProtectedResourceMetadata, ScopeSet};
 
-use crate::cache::{TtlCache, token_key};
+use crate::cache::TtlCache;
 use crate::claims::{check_audience, check_times};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ResourceConfig, Verifier};
+use crate::extract::RouteContext;
 use crate::introspection::IntrospectionVerifier;
 use crate::jwt::JwtVerifier;
 use crate::{
@@ -181,7 +182,7 @@ impl ResourceServer {
             return Err(VerifyError::Malformed("longer than 16 KiB"));
         }
         let inner = &*self.inner;
-        let key = token_key(token);
+        let key = inner.cache.key(token.as_bytes());
         let now = inner.clock.now_unix();
         if let Some(claims) = inner.cache.get(&key, now) {
             return Ok(claims);
@@ -190,7 +191,10 @@ impl ResourceServer {
         self.check(&claims, now)?;
         let claims = Arc::new(claims);
         let ttl = inner.cache_ttl.min(inner.verifier.cache_ttl().as_secs());
-        if ttl > 0 {
+        // Only b64tokens are cached (a caller of this method may pass anything): the layer's
+        // fast path skips the character check on a cache hit, because a hit means these
+        // exact bytes passed it here.
+        if ttl > 0 && is_b64token(token) {
             let mut until = now.saturating_add(ttl);
             if let Some(exp) = claims.expires_at {
                 until = until.min(exp);
@@ -224,19 +228,53 @@ impl ResourceServer {
         uri: &Uri,
         required: &ScopeSet,
     ) -> Result<Authenticated, Rejection> {
-        self.authenticate_shared(headers, uri, &Arc::new(required.clone()))
+        self.authenticate_shared(headers, uri, &self.route_context(required.clone()))
             .await
     }
 
+    /// What [`Authenticated`] carries from a route requiring `required`.
+    pub(crate) fn route_context(&self, required: ScopeSet) -> Arc<RouteContext> {
+        Arc::new(RouteContext {
+            server: self.clone(),
+            required,
+            resource_metadata: self.inner.resource_metadata.clone(),
+        })
+    }
+
+    /// The layer's fast path: the answer for a request whose token is in the cache, without
+    /// awaiting anything, allocating, or looking at the token's characters. `None` when
+    /// [`Self::authenticate_shared`] must decide: no usable `Authorization: Bearer` header,
+    /// an `access_token` query parameter, a token not in the cache (never verified, expired
+    /// from the cache, or malformed: only b64tokens are ever cached, see [`Self::verify`]).
+    ///
+    /// Same answer as the full check: a hit means the header is `Bearer`, spaces, and bytes
+    /// that passed [`is_b64token`] when cached — so it is visible ASCII and [`bearer_token`]
+    /// would return the same token — and the claims are the cached ones the full check's
+    /// [`Self::verify`] would return at this time.
+    pub(crate) fn authenticate_cached(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+        route: &Arc<RouteContext>,
+    ) -> Option<Result<Authenticated, Rejection>> {
+        let token = bearer_token_unchecked(headers, uri.query())?;
+        let inner = &*self.inner;
+        let claims = inner
+            .cache
+            .get(&inner.cache.key(token), inner.clock.now_unix())?;
+        Some(self.admit(claims, route))
+    }
+
+    /// The full check of one request.
     pub(crate) async fn authenticate_shared(
         &self,
         headers: &HeaderMap,
         uri: &Uri,
-        required: &Arc<ScopeSet>,
+        route: &Arc<RouteContext>,
     ) -> Result<Authenticated, Rejection> {
         let token = bearer_token(headers, uri.query()).map_err(|e| {
             tracing::debug!(error = %e, "request refused");
-            self.rejection(e, required)
+            self.rejection(e, &route.required)
         })?;
         let claims = self.verify(token).await.map_err(|e| {
             if e.is_unavailable() {
@@ -244,8 +282,18 @@ impl ResourceServer {
             } else {
                 tracing::debug!(error = %e, "bearer token refused");
             }
-            self.rejection(AuthError::Token(e), required)
+            self.rejection(AuthError::Token(e), &route.required)
         })?;
+        self.admit(claims, route)
+    }
+
+    /// Verified claims against the route's required scopes.
+    fn admit(
+        &self,
+        claims: Arc<Claims>,
+        route: &Arc<RouteContext>,
+    ) -> Result<Authenticated, Rejection> {
+        let required = &route.required;
         if !claims.has_scopes(required) {
             tracing::debug!(
                 subject = %claims.subject,
@@ -254,16 +302,12 @@ impl ResourceServer {
                 "insufficient scope"
             );
             let error = AuthError::InsufficientScope {
-                required: (**required).clone(),
+                required: required.clone(),
                 granted: claims.scopes.clone(),
             };
             return Err(self.rejection(error, required));
         }
-        Ok(Authenticated::new(
-            claims,
-            required.clone(),
-            self.inner.resource_metadata.clone(),
-        ))
+        Ok(Authenticated::new(claims, route.clone()))
     }
 
     fn rejection(&self, error: AuthError, required: &ScopeSet) -> Rejection {
@@ -283,9 +327,7 @@ impl ResourceServer {
 /// - Another scheme (`Basic`, `DPoP` …) counts as no token: RFC 6750 §3.1 says to answer
 ///   without an error code then.
 fn bearer_token<'h>(headers: &'h HeaderMap, query: Option<&str>) -> Result<&'h str, AuthError> {
-    if let Some(q) = query
-        && url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token")
-    {
+    if query.is_some_and(has_access_token) {
         return Err(AuthError::InvalidRequest(
             "access_token in the query string is not supported",
         ));
@@ -319,14 +361,53 @@ fn bearer_token<'h>(headers: &'h HeaderMap, query: Option<&str>) -> Result<&'h s
     Ok(token)
 }
 
+/// Whether a query string has an `access_token` parameter (RFC 6750 §2.3), percent-encoded
+/// or not.
+fn has_access_token(query: &str) -> bool {
+    url::form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "access_token")
+}
+
+/// The token of the common request, for the cache lookup only: one `Authorization` header,
+/// scheme `Bearer` (any case), spaces, then the token's bytes, unchecked; no `access_token`
+/// in the query. `None` for anything else, which [`bearer_token`] then answers precisely.
+fn bearer_token_unchecked<'h>(headers: &'h HeaderMap, query: Option<&str>) -> Option<&'h [u8]> {
+    if query.is_some_and(has_access_token) {
+        return None;
+    }
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next()?.as_bytes();
+    if values.next().is_some() {
+        return None;
+    }
+    let space = value.iter().position(|&b| b == b' ')?;
+    let (scheme, rest) = value.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"Bearer") {
+        return None;
+    }
+    let start = rest.iter().position(|&b| b != b' ')?;
+    let token = &rest[start..];
+    (token.len() <= MAX_TOKEN_BYTES).then_some(token)
+}
+
 /// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
 fn is_b64token(t: &str) -> bool {
     let body = t.trim_end_matches('=');
-    !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+    !body.is_empty() && body.bytes().all(|b| B64TOKEN_CHAR[usize::from(b)])
 }
+
+/// The characters of a b64token before its padding, as a table indexed by byte: one load
+/// per byte of a JWT instead of a search of the punctuation list.
+static B64TOKEN_CHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] =
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        b += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {
@@ -399,6 +480,114 @@ mod tests {
             ));
         }
         assert!(token(&["Bearer a"], Some("x=access_token")).is_ok());
+    }
+
+    /// The RFC 6750 §2.1 character rule as first written: the table must say the same.
+    fn b64token_char_by_rule(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b"-._~+/".contains(&b)
+    }
+
+    #[test]
+    fn b64token_table_agrees_with_the_rule_for_every_byte() {
+        for b in 0..=255u8 {
+            assert_eq!(
+                B64TOKEN_CHAR[usize::from(b)],
+                b64token_char_by_rule(b),
+                "byte {b:#04x}"
+            );
+        }
+    }
+
+    #[test]
+    fn b64token_examples() {
+        for good in ["a", "abc.def-_~+/", "a==", "A0=", "eyJ.eyJ.c2ln"] {
+            assert!(is_b64token(good), "{good}");
+        }
+        for bad in [
+            "", "=", "===", "a=b", "a b", "a\"b", "a,b", "a\tb", "ä", "a%20",
+        ] {
+            assert!(!is_b64token(bad), "{bad}");
+        }
+    }
+
+    /// Header values around every branch of both parsers.
+    fn header_corpus() -> Vec<Vec<u8>> {
+        let schemes: [&[u8]; 7] = [
+            b"Bearer", b"bearer", b"BEARER", b"Basic", b"Bearerx", b"", b"DPoP",
+        ];
+        let gaps: [&[u8]; 5] = [b"", b" ", b"   ", b"\t", b" \t"];
+        let tokens: [&[u8]; 12] = [
+            b"",
+            b"abc",
+            b"abc==",
+            b"===",
+            b"a=b",
+            b"a b",
+            b"a\"b",
+            b"a\tb",
+            b"abc ",
+            b"a\xffb",
+            b"eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln-_~+/",
+            b"\xc3\xa4",
+        ];
+        let mut out = Vec::new();
+        for scheme in schemes {
+            for gap in gaps {
+                for token in tokens {
+                    out.push([scheme, gap, token].concat());
+                }
+            }
+        }
+        out
+    }
+
+    /// What the layer's fast path relies on: whenever the unchecked parser finds bytes that
+    /// could be in the cache (a b64token, the only kind cached), the full parser accepts the
+    /// request with exactly that token; and every token the full parser accepts is found.
+    #[test]
+    fn unchecked_parser_agrees_with_bearer_token() {
+        let mut checked = 0;
+        for value in header_corpus() {
+            let Ok(value) = HeaderValue::from_bytes(&value) else {
+                continue;
+            };
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, value.clone());
+            for query in [None, Some("x=1"), Some("access_token=x")] {
+                let full = bearer_token(&h, query);
+                let fast = bearer_token_unchecked(&h, query);
+                if let Some(bytes) = fast
+                    && std::str::from_utf8(bytes).is_ok_and(is_b64token)
+                {
+                    assert_eq!(
+                        full.as_ref().ok().map(|t| t.as_bytes()),
+                        Some(bytes),
+                        "{value:?} {query:?}"
+                    );
+                    checked += 1;
+                }
+                if let Ok(t) = full {
+                    assert_eq!(fast, Some(t.as_bytes()), "{value:?} {query:?}");
+                }
+            }
+            // Two headers: never a token for either parser.
+            h.append(header::AUTHORIZATION, value.clone());
+            assert!(bearer_token_unchecked(&h, None).is_none());
+            assert!(bearer_token(&h, None).is_err());
+        }
+        assert!(
+            checked > 20,
+            "the corpus exercises the fast path ({checked})"
+        );
+    }
+
+    #[test]
+    fn unchecked_parser_refuses_oversized_tokens() {
+        let big = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
+        let h = headers(&[&big]);
+        assert!(bearer_token_unchecked(&h, None).is_none());
+        let fits = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES));
+        assert!(bearer_token_unchecked(&headers(&[&fits]), None).is_some());
     }
 
     #[test]

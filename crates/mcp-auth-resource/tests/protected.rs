@@ -809,6 +809,57 @@ async fn malformed_requests_are_400_invalid_request() {
     }
 }
 
+/// The layer answers requests whose token is in the cache without parsing the header the
+/// slow way; a cached token must not make a malformed request acceptable.
+#[tokio::test]
+async fn malformed_requests_with_a_cached_token_are_still_400() {
+    let fx = jwt_fixture().await;
+    let token = sign(&fx.key, &fx.claims());
+    assert_eq!(call(&fx.app, "/mcp", &token).await.status, StatusCode::OK);
+    let bearer = format!("Bearer {token}");
+    let bearer = bearer.as_str();
+    let tab = format!("Bearer {token}\t");
+    let padded = format!("Bearer {token} ");
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        ("/mcp".into(), vec![bearer, bearer]),
+        ("/mcp".into(), vec![&tab]),
+        ("/mcp".into(), vec![&padded]),
+        (format!("/mcp?access_token={token}"), vec![bearer]),
+        (format!("/mcp?a=1&access%5Ftoken={token}"), vec![bearer]),
+    ];
+    for (path, auth) in cases {
+        let r = call_with(&fx.app, &path, &auth).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path} {auth:?}");
+        assert_eq!(r.challenge().error(), Some("invalid_request"));
+    }
+    // Another scheme with the same bytes is no token at all (401 without an error code).
+    let basic = format!("Basic {token}");
+    let r = call_with(&fx.app, "/mcp", &[&basic]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.challenge().error(), None);
+    // And the well-formed request is still served, scheme in any case, with a query.
+    let lower = format!("bearer   {token}");
+    assert_eq!(
+        call_with(&fx.app, "/mcp?x=1", &[&lower]).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn cached_token_still_needs_the_route_scopes() {
+    let fx = jwt_fixture().await;
+    let token = sign(&fx.key, &fx.with(json!({"scope": "mcp:read"})));
+    assert_eq!(call(&fx.app, "/mcp", &token).await.status, StatusCode::OK);
+    for _ in 0..2 {
+        let r = call(&fx.app, "/admin", &token).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let ch = r.challenge();
+        assert_eq!(ch.error(), Some("insufficient_scope"));
+        assert_eq!(ch.param("scope"), Some("mcp:read mcp:admin"));
+        assert_eq!(ch.resource_metadata(), Some(RM));
+    }
+}
+
 #[tokio::test]
 async fn extractor_without_the_layer_fails_closed() {
     let fx = jwt_fixture().await;
@@ -869,6 +920,43 @@ async fn custom_verifier_results_are_cached() {
     }
     assert_eq!(verifier.calls.load(Ordering::SeqCst), 1);
     assert_invalid_token(&call(&app, "/mcp", "other-token").await);
+}
+
+/// `ResourceServer::verify` takes any string; a verifier may accept one that is not a
+/// b64token. Such a result is not cached, so the layer still refuses the header carrying it.
+#[tokio::test]
+async fn verified_token_that_is_not_a_b64token_is_not_served_from_the_cache() {
+    struct AnyToken;
+    #[async_trait::async_trait]
+    impl TokenVerifier for AnyToken {
+        async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+            Ok(Claims {
+                subject: token.into(),
+                client_id: None,
+                scopes: "mcp:read".parse().unwrap(),
+                issuer: "https://as.local".into(),
+                audience: vec![RESOURCE.into()],
+                expires_at: None,
+                jti: None,
+                extra: Default::default(),
+            })
+        }
+    }
+    let config = ResourceConfig::new(
+        ResourceUrl::parse_exact(RESOURCE).unwrap(),
+        vec![Issuer::parse("https://as.local").unwrap()],
+        Verifier::Custom(Arc::new(AnyToken)),
+    );
+    let server = ResourceServer::new(config).unwrap();
+    let app = app(&server);
+    for odd in ["a b", "a=b", "a\"b", "a,b"] {
+        assert_eq!(server.verify(odd).await.unwrap().subject, odd);
+        let r = call(&app, "/mcp", odd).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{odd}");
+        assert_eq!(r.challenge().error(), Some("invalid_request"));
+    }
+    assert_eq!(server.verify("ok-token").await.unwrap().subject, "ok-token");
+    assert_eq!(call(&app, "/mcp", "ok-token").await.status, StatusCode::OK);
 }
 
 #[tokio::test]

@@ -23,8 +23,8 @@ use crate::keys::{AccessClaims, Keys};
 use crate::login::IdentityProvider;
 use crate::pages::{Consent, consent_page, error_page};
 use crate::store::{
-    ClientRow, CodeRow, PendingAuthRow, RefreshRow, RegistrationKind, Rotate, Store, TakeCode,
-    hash_secret, unix_now,
+    ClientRow, CodeRow, PendingAuthRow, RefreshRow, RegistrationKind, Rotate, Store, StoreError,
+    TakeCode, hash_secret, unix_now,
 };
 
 /// Everything the handlers share.
@@ -903,7 +903,45 @@ fn client_allows_grant(client: &ClientRow, grant: &str) -> bool {
     }
 }
 
-/// Mints an access token (and a refresh token in `family`, when given).
+/// The revocation-list entry that revokes every access token of a grant (its `sid`).
+/// Access token IDs are base64url, so they never contain the `:` of this prefix.
+pub(crate) fn grant_marker(family_id: &str) -> String {
+    format!("grant:{family_id}")
+}
+
+/// Whether an access token was revoked, by itself or with its grant.
+pub(crate) async fn access_revoked(
+    store: &dyn Store,
+    tenant: &str,
+    claims: &AccessClaims,
+) -> Result<bool, StoreError> {
+    if store.is_access_revoked(tenant, &claims.jti).await? {
+        return Ok(true);
+    }
+    match &claims.sid {
+        Some(grant) => store.is_access_revoked(tenant, &grant_marker(grant)).await,
+        None => Ok(false),
+    }
+}
+
+/// Revokes the access tokens of a grant (a token family) whose refresh tokens the store has
+/// revoked: a marker that lives as long as the longest-lived of them, plus a minute of
+/// clock-skew leeway.
+async fn revoke_grant_access(s: &AppState, family_id: &str, now: u64) -> Result<(), StoreError> {
+    let until = now + s.config.ttls.access_token.as_secs() + 60;
+    s.store
+        .revoke_access(tenant(s), &grant_marker(family_id), until)
+        .await
+}
+
+/// Revokes a whole grant: its refresh tokens and its access tokens.
+async fn revoke_grant(s: &AppState, family_id: &str, now: u64) -> Result<(), StoreError> {
+    s.store.revoke_family(tenant(s), family_id, now).await?;
+    revoke_grant_access(s, family_id, now).await
+}
+
+/// Mints an access token in the grant `family` (when given), and a refresh token in it when
+/// `with_refresh`.
 async fn mint(
     s: &AppState,
     client_id: &str,
@@ -911,6 +949,7 @@ async fn mint(
     scope: &str,
     resource: Option<&str>,
     family: Option<&str>,
+    with_refresh: bool,
 ) -> Result<Value, OAuthError> {
     let now = unix_now();
     let ttl = s.config.ttls.access_token.as_secs();
@@ -927,6 +966,7 @@ async fn mint(
         jti: random_token(),
         client_id: client_id.to_owned(),
         scope: scope.to_owned(),
+        sid: family.map(str::to_owned),
     };
     let at = s
         .keys
@@ -937,7 +977,7 @@ async fn mint(
     if !scope.is_empty() {
         out["scope"] = json!(scope);
     }
-    if let Some(fam) = family {
+    if let Some(fam) = family.filter(|_| with_refresh) {
         let rt = random_token();
         s.store
             .put_refresh(&RefreshRow {
@@ -1004,7 +1044,7 @@ async fn token_inner(
                 TakeCode::Taken(r) => r,
                 TakeCode::Replayed { family_id, .. } => {
                     // RFC 6749 §4.1.2: a code used twice revokes what it issued.
-                    s.store.revoke_family(tenant(s), &family_id, now).await?;
+                    revoke_grant(s, &family_id, now).await?;
                     tracing::warn!(client = %client.client_id, "authorization code replayed; its tokens were revoked");
                     return Err(OAuthError::invalid_grant(
                         "the authorization code was already used",
@@ -1057,16 +1097,16 @@ async fn token_inner(
                 }
                 (_, orig) => orig.clone(),
             };
-            let family = (s.config.issue_refresh_tokens
-                && client_allows_grant(&client, "refresh_token"))
-            .then_some(row.family_id.as_str());
+            let with_refresh =
+                s.config.issue_refresh_tokens && client_allows_grant(&client, "refresh_token");
             mint(
                 s,
                 &client.client_id,
                 &row.subject,
                 &row.scope,
                 resource.as_deref(),
-                family,
+                Some(&row.family_id),
+                with_refresh,
             )
             .await
         }
@@ -1091,11 +1131,12 @@ async fn token_inner(
                     expires_at: now + 1,
                     created_at: now,
                 };
-                if let Rotate::Reused { .. } = s
+                if let Rotate::Reused { family_id } = s
                     .store
                     .rotate_refresh(tenant(s), &old_hash, &placeholder, now)
                     .await?
                 {
+                    revoke_grant_access(s, &family_id, now).await?;
                     tracing::warn!(client = %client.client_id, "rotated refresh token reused; family revoked");
                 }
                 return Err(OAuthError::invalid_grant(
@@ -1149,7 +1190,8 @@ async fn token_inner(
                 .await?
             {
                 Rotate::Rotated(_) => {}
-                Rotate::Reused { .. } => {
+                Rotate::Reused { family_id } => {
+                    revoke_grant_access(s, &family_id, now).await?;
                     tracing::warn!(client = %client.client_id, "rotated refresh token reused; family revoked");
                     return Err(OAuthError::invalid_grant(
                         "the refresh token was already used",
@@ -1167,7 +1209,8 @@ async fn token_inner(
                 &current.subject,
                 &scope,
                 current.resource.as_deref(),
-                None,
+                Some(&current.family_id),
+                false,
             )
             .await?;
             out["refresh_token"] = json!(new_rt);
@@ -1191,6 +1234,7 @@ async fn token_inner(
                 &scope.to_string(),
                 resource.as_deref(),
                 None,
+                false,
             )
             .await
         }
@@ -1647,7 +1691,8 @@ pub async fn revoke(
             .await?
         {
             if r.client_id == client.client_id {
-                s.store.revoke_family(tenant(&s), &r.family_id, now).await?;
+                // RFC 7009 §2.1: the access tokens of the same grant go too.
+                revoke_grant(&s, &r.family_id, now).await?;
             }
             return Ok(());
         }
@@ -1685,7 +1730,7 @@ pub async fn introspect(
     let now = unix_now();
     let inactive = || token_json(json!({"active": false}));
     if let Some(c) = s.keys.verify(tok, &s.config.issuer, None).await {
-        return match s.store.is_access_revoked(tenant(&s), &c.jti).await {
+        return match access_revoked(s.store.as_ref(), tenant(&s), &c).await {
             Ok(true) => inactive(),
             Ok(false) => token_json(json!({
                 "active": true, "scope": c.scope, "client_id": c.client_id, "sub": c.sub,

@@ -53,12 +53,21 @@ pub struct AccessClaims {
     /// Granted scopes, space-delimited.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub scope: String,
+    /// The grant the token was issued under: the family of refresh tokens its authorization
+    /// code started (none for client credentials). Revoking the grant — a replayed code
+    /// (RFC 6749 §4.1.2), a reused refresh token (RFC 9700 §4.14.2), the revocation of a
+    /// refresh token (RFC 7009 §2.1) — revokes the access tokens that carry it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
+/// The key that signs new tokens, parsed once: `jsonwebtoken::encode` would parse and check
+/// the PKCS#8 key again for every signature (an EC point multiplication, more than the
+/// signature itself), which was ~8.5% of a whole authorization flow's CPU.
 struct Current {
-    kid: String,
-    key: EncodingKey,
-    created_at: u64,
+    /// The JWS header's base64url encoding (RFC 7515 §7.1), the same for every token.
+    encoded_header: String,
+    pair: EcdsaKeyPair,
 }
 
 /// Signs and verifies access tokens with the tenant's keys.
@@ -154,12 +163,19 @@ impl Keys {
             .filter(|r| r.not_after.is_none() && r.alg == "ES256")
             .max_by_key(|r| r.created_at)
             .ok_or_else(|| KeyError::Crypto("no current signing key after rotation".into()))?;
+        // jsonwebtoken's PEM reader, so stored keys are accepted exactly as before.
         let key = EncodingKey::from_ec_pem(signing.private_pem.secret().as_bytes())
             .map_err(|e| KeyError::Crypto(format!("stored key does not parse ({:?})", e.kind())))?;
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, key.as_bytes())
+            .map_err(|_| KeyError::Crypto("stored key is not a valid P-256 key".into()))?;
+        let mut header = Header::new(Algorithm::ES256);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(signing.kid.clone());
+        let header = serde_json::to_vec(&header)
+            .map_err(|e| KeyError::Crypto(format!("cannot encode the JWS header ({e})")))?;
         *self.current.write().await = Some(Current {
-            kid: signing.kid.clone(),
-            key,
-            created_at: signing.created_at,
+            encoded_header: URL_SAFE_NO_PAD.encode(header),
+            pair,
         });
         let mut public = Vec::new();
         for r in &rows {
@@ -182,18 +198,31 @@ impl Keys {
         Ok(json!({"keys": rows.iter().map(|r| r.public_jwk.clone()).collect::<Vec<_>>()}))
     }
 
-    /// Signs an access token.
+    /// Signs an access token: a JWS compact serialization (RFC 7515 §7.1) with header
+    /// `{"typ":"at+jwt","alg":"ES256","kid":…}` and an ES256 signature, the fixed-size
+    /// `R || S` of RFC 7518 §3.4 — what `jsonwebtoken::encode` produces, byte for byte up to
+    /// the signature (ECDSA signatures are randomized).
     pub async fn sign(&self, claims: &AccessClaims) -> Result<String, KeyError> {
+        let claims = serde_json::to_vec(claims)
+            .map_err(|e| KeyError::Crypto(format!("cannot encode the claims ({e})")))?;
         let guard = self.current.read().await;
         let cur = guard
             .as_ref()
             .ok_or_else(|| KeyError::Crypto("keys not loaded (call ensure first)".into()))?;
-        let _ = cur.created_at;
-        let mut header = Header::new(Algorithm::ES256);
-        header.typ = Some("at+jwt".into());
-        header.kid = Some(cur.kid.clone());
-        jsonwebtoken::encode(&header, claims, &cur.key)
-            .map_err(|e| KeyError::Crypto(format!("signing failed ({:?})", e.kind())))
+        // 86 characters: the base64url of the 64-byte signature.
+        let mut jwt = String::with_capacity(
+            cur.encoded_header.len() + 1 + claims.len().div_ceil(3) * 4 + 1 + 86,
+        );
+        jwt.push_str(&cur.encoded_header);
+        jwt.push('.');
+        URL_SAFE_NO_PAD.encode_string(&claims, &mut jwt);
+        let signature = cur
+            .pair
+            .sign(&SystemRandom::new(), jwt.as_bytes())
+            .map_err(|_| KeyError::Crypto("signing failed".into()))?;
+        jwt.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut jwt);
+        Ok(jwt)
     }
 
     /// Verifies one of our access tokens: signature by a published key, `typ` `at+jwt`
@@ -227,5 +256,115 @@ impl Keys {
         jsonwebtoken::decode::<AccessClaims>(token, key, &v)
             .ok()
             .map(|d| d.claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    const ISSUER: &str = "https://as.example";
+    const AUDIENCE: &str = "https://mcp.example/mcp";
+
+    fn claims() -> AccessClaims {
+        let now = unix_now();
+        AccessClaims {
+            iss: ISSUER.into(),
+            sub: "local:alice".into(),
+            aud: AUDIENCE.into(),
+            exp: now + 300,
+            iat: now,
+            jti: "jti-1".into(),
+            client_id: "client-1".into(),
+            scope: "mcp:read mcp:write".into(),
+            sid: None,
+        }
+    }
+
+    async fn keys() -> Keys {
+        let keys = Keys::new(Arc::new(MemoryStore::new()), "default");
+        keys.ensure(Duration::from_secs(3600)).await.unwrap();
+        keys
+    }
+
+    /// A token signed with the parsed key pair verifies with jsonwebtoken against the
+    /// published JWK, like any other verifier would check it (RFC 9068 §4).
+    #[tokio::test]
+    async fn signed_token_verifies_with_jsonwebtoken_and_the_published_jwk() {
+        let keys = keys().await;
+        let token = keys.sign(&claims()).await.unwrap();
+
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.alg, Algorithm::ES256);
+        assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+        let jwks = keys.jwks().await.unwrap();
+        let published = &jwks["keys"][0];
+        assert_eq!(header.kid.as_deref(), published["kid"].as_str());
+
+        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(published.clone()).unwrap();
+        let key = DecodingKey::from_jwk(&jwk).unwrap();
+        let mut v = Validation::new(Algorithm::ES256);
+        v.set_issuer(&[ISSUER]);
+        v.set_audience(&[AUDIENCE]);
+        let decoded = jsonwebtoken::decode::<AccessClaims>(&token, &key, &v).unwrap();
+        assert_eq!(decoded.claims.sub, "local:alice");
+        assert_eq!(decoded.claims.scope, "mcp:read mcp:write");
+
+        // And with our own verifier.
+        let mine = keys.verify(&token, ISSUER, Some(AUDIENCE)).await.unwrap();
+        assert_eq!(mine.jti, "jti-1");
+    }
+
+    /// Same bytes as `jsonwebtoken::encode` with the same header, claims and key, except the
+    /// (randomized) signature, which is the 64-byte fixed-size form.
+    #[tokio::test]
+    async fn token_matches_jsonwebtoken_encode_up_to_the_signature() {
+        let store = Arc::new(MemoryStore::new());
+        let keys = Keys::new(store.clone(), "default");
+        keys.ensure(Duration::from_secs(3600)).await.unwrap();
+        let row = store
+            .list_signing_keys("default", unix_now())
+            .await
+            .unwrap()
+            .remove(0);
+        let claims = claims();
+        let mut header = Header::new(Algorithm::ES256);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(row.kid.clone());
+        let key = EncodingKey::from_ec_pem(row.private_pem.secret().as_bytes()).unwrap();
+        let theirs = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        let ours = keys.sign(&claims).await.unwrap();
+
+        let (their_message, _) = theirs.rsplit_once('.').unwrap();
+        let (our_message, signature) = ours.rsplit_once('.').unwrap();
+        assert_eq!(our_message, their_message);
+        assert_eq!(URL_SAFE_NO_PAD.decode(signature).unwrap().len(), 64);
+        assert_eq!(ours.len(), theirs.len());
+    }
+
+    #[tokio::test]
+    async fn tampered_token_is_refused() {
+        let keys = keys().await;
+        let token = keys.sign(&claims()).await.unwrap();
+        let (message, signature) = token.rsplit_once('.').unwrap();
+        let mut sig = URL_SAFE_NO_PAD.decode(signature).unwrap();
+        sig[10] ^= 1;
+        let forged = format!("{message}.{}", URL_SAFE_NO_PAD.encode(sig));
+        assert!(keys.verify(&forged, ISSUER, Some(AUDIENCE)).await.is_none());
+        assert!(
+            keys.verify(&token, ISSUER, Some("https://other.example"))
+                .await
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn signing_before_ensure_is_an_error() {
+        let keys = Keys::new(Arc::new(MemoryStore::new()), "default");
+        assert!(matches!(
+            keys.sign(&claims()).await,
+            Err(KeyError::Crypto(_))
+        ));
     }
 }

@@ -46,9 +46,7 @@ impl TokenVerifier for LocalVerifier {
             .ok_or_else(|| {
                 VerifyError::Rejected("not a valid access token for this server".into())
             })?;
-        if self
-            .store
-            .is_access_revoked(&self.tenant, &c.jti)
+        if crate::handlers::access_revoked(self.store.as_ref(), &self.tenant, &c)
             .await
             .map_err(|e| VerifyError::Backend(Box::new(e)))?
         {

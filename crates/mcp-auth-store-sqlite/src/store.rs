@@ -1,7 +1,7 @@
-//! [`SqliteStore`]: the [`Store`] trait on SQLite through sqlx.
+//! [`SqliteStore`]: the [`Store`] trait on SQLite, through the [`Engine`]'s group-committing
+//! writer thread and reader connections.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,47 +12,18 @@ use mcp_auth_server::store::{
     check_refresh_successor, spawn_sweeper, unix_now,
 };
 use mcp_auth_types::SecretString;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
-use sqlx::{Row, SqlSafeStr, Sqlite, Transaction};
+use rusqlite::{Connection, ErrorCode, Params, Row, params};
 use tokio::task::JoinHandle;
 
-/// The schema, version by version. A released migration is never edited: add a new one.
-/// (The list is written out rather than read by `sqlx::migrate!`, which would need sqlx's
-/// `macros` feature and its proc-macro build only for this.)
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+use crate::engine::{Engine, Steps, WriteStats, backend};
 
-/// How long a writer waits for another one before failing with "database is locked".
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Connections of a file-backed pool: WAL lets readers run beside the one writer.
-const MAX_CONNECTIONS: u32 = 4;
-
-fn migrator() -> Migrator {
-    Migrator::with_migrations(
-        MIGRATIONS
-            .iter()
-            .map(|&(version, description, sql)| {
-                Migration::new(
-                    version,
-                    description.into(),
-                    MigrationType::Simple,
-                    sql.into_sql_str(),
-                    false,
-                )
-            })
-            .collect(),
-    )
-}
-
-/// A [`Store`] in a SQLite database. Cloning is cheap and shares the connection pool.
+/// A [`Store`] in a SQLite database. Cloning is cheap and shares the connections.
+///
+/// Writes are committed in groups by one writer thread (see the crate docs): a write is
+/// answered once it is durable, and concurrent writes share one `fsync`.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    engine: Arc<Engine>,
 }
 
 impl SqliteStore {
@@ -62,54 +33,35 @@ impl SqliteStore {
     /// A new file is created readable by its owner only (on Unix), since it holds signing
     /// keys; SQLite gives the `-wal` and `-shm` files the same permissions.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let path = path.as_ref();
-        create_private_file(path).await?;
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL rather than WAL's usual NORMAL: with NORMAL a power loss may undo the last
-            // commits, and an undone family revocation would bring revoked tokens back.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .connect_with(options)
+        let path = path.as_ref().to_path_buf();
+        let engine = tokio::task::spawn_blocking(move || Engine::open_file(&path))
             .await
-            .map_err(backend)?;
-        Self::from_pool(pool).await
+            .map_err(backend)??;
+        Ok(Self {
+            engine: Arc::new(engine),
+        })
     }
 
     /// A private database in memory, gone when the store (and every clone) is dropped.
     pub async fn open_in_memory() -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")
-            .map_err(backend)?
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
-        // An in-memory database lives as long as a connection to it: keep exactly one, for
-        // ever. One connection also serialises every operation.
-        let pool = SqlitePoolOptions::new()
-            .min_connections(1)
-            .max_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
+        let engine = tokio::task::spawn_blocking(Engine::open_memory)
             .await
-            .map_err(backend)?;
-        Self::from_pool(pool).await
+            .map_err(backend)??;
+        Ok(Self {
+            engine: Arc::new(engine),
+        })
     }
 
-    /// Uses a pool the caller configured, bringing its schema up to date. The pool must have
-    /// a busy timeout, or concurrent writers fail instead of waiting.
-    pub async fn from_pool(pool: SqlitePool) -> Result<Self, StoreError> {
-        migrator().run(&pool).await.map_err(backend)?;
-        Ok(Self { pool })
-    }
-
-    /// Closes every connection, waiting for running queries to finish. Later calls fail.
+    /// Finishes the writes already queued, then closes the database. Later calls on this
+    /// store or its clones fail.
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.engine.close().await;
+    }
+
+    /// How many transactions the writer thread committed and how many writes they carried,
+    /// since the store was opened: `writes / commits` is the average group size.
+    pub fn write_stats(&self) -> WriteStats {
+        self.engine.stats()
     }
 
     /// Deletes expired rows ([`Store::sweep`]) every `interval`, the first time at once, by
@@ -117,49 +69,19 @@ impl SqliteStore {
     pub fn spawn_sweeper(&self, interval: Duration) -> JoinHandle<()> {
         spawn_sweeper(Arc::new(self.clone()), interval, unix_now)
     }
-
-    async fn begin_immediate(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        // IMMEDIATE takes the write lock at BEGIN: a deferred transaction that reads first
-        // and writes later can fail with SQLITE_BUSY on the upgrade, which the busy timeout
-        // does not cover.
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(backend)
-    }
-}
-
-#[cfg(unix)]
-async fn create_private_file(path: &Path) -> Result<(), StoreError> {
-    let mut options = tokio::fs::OpenOptions::new();
-    options.write(true).create_new(true).mode(0o600);
-    match options.open(path).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(backend(e)),
-    }
-}
-
-#[cfg(not(unix))]
-async fn create_private_file(_path: &Path) -> Result<(), StoreError> {
-    Ok(())
 }
 
 // ---- conversions ----
 
-fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Backend(Box::new(e))
-}
-
 /// Maps a failed insert: a primary key violation means the row exists.
-fn insert_error(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |e| match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
+fn insert_error(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| match e.sqlite_error_code() {
+        Some(ErrorCode::ConstraintViolation) => StoreError::Conflict(what),
         _ => backend(e),
     }
 }
 
-fn corrupt(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+fn corrupt(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |e| StoreError::Corrupt {
         what,
         source: Box::new(e),
@@ -171,24 +93,24 @@ fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn get_str(row: &SqliteRow, col: &'static str) -> Result<String, StoreError> {
-    row.try_get(col).map_err(corrupt(col))
+fn get_str(row: &Row<'_>, col: &'static str) -> Result<String, StoreError> {
+    row.get(col).map_err(corrupt(col))
 }
 
-fn get_opt_str(row: &SqliteRow, col: &'static str) -> Result<Option<String>, StoreError> {
-    row.try_get(col).map_err(corrupt(col))
+fn get_opt_str(row: &Row<'_>, col: &'static str) -> Result<Option<String>, StoreError> {
+    row.get(col).map_err(corrupt(col))
 }
 
-fn get_u64(row: &SqliteRow, col: &'static str) -> Result<u64, StoreError> {
-    let v: i64 = row.try_get(col).map_err(corrupt(col))?;
+fn get_u64(row: &Row<'_>, col: &'static str) -> Result<u64, StoreError> {
+    let v: i64 = row.get(col).map_err(corrupt(col))?;
     u64::try_from(v).map_err(|e| StoreError::Corrupt {
         what: col,
         source: Box::new(e),
     })
 }
 
-fn get_opt_u64(row: &SqliteRow, col: &'static str) -> Result<Option<u64>, StoreError> {
-    let v: Option<i64> = row.try_get(col).map_err(corrupt(col))?;
+fn get_opt_u64(row: &Row<'_>, col: &'static str) -> Result<Option<u64>, StoreError> {
+    let v: Option<i64> = row.get(col).map_err(corrupt(col))?;
     v.map(|v| {
         u64::try_from(v).map_err(|e| StoreError::Corrupt {
             what: col,
@@ -199,7 +121,7 @@ fn get_opt_u64(row: &SqliteRow, col: &'static str) -> Result<Option<u64>, StoreE
 }
 
 fn get_json<T: serde::de::DeserializeOwned>(
-    row: &SqliteRow,
+    row: &Row<'_>,
     col: &'static str,
 ) -> Result<T, StoreError> {
     let text = get_str(row, col)?;
@@ -211,6 +133,28 @@ fn get_json<T: serde::de::DeserializeOwned>(
 
 fn to_json(value: &impl serde::Serialize) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(backend)
+}
+
+/// The first row `sql` yields, decoded.
+fn query_opt<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    decode: impl FnOnce(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(backend)?;
+    let mut rows = stmt.query(params).map_err(backend)?;
+    match rows.next().map_err(backend)? {
+        Some(row) => decode(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Runs a statement that returns no rows; how many rows it changed.
+fn execute(conn: &Connection, sql: &str, params: impl Params) -> Result<usize, StoreError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| stmt.execute(params))
+        .map_err(backend)
 }
 
 // Column lists, shared by SELECT and RETURNING so each row is decoded by one function.
@@ -245,7 +189,7 @@ macro_rules! pending_cols {
     };
 }
 
-fn client_row(r: &SqliteRow) -> Result<ClientRow, StoreError> {
+fn client_row(r: &Row<'_>) -> Result<ClientRow, StoreError> {
     let kind = get_str(r, "registration_kind")?;
     Ok(ClientRow {
         tenant: get_str(r, "tenant")?,
@@ -264,7 +208,7 @@ fn client_row(r: &SqliteRow) -> Result<ClientRow, StoreError> {
     })
 }
 
-fn user_row(r: &SqliteRow) -> Result<UserRow, StoreError> {
+fn user_row(r: &Row<'_>) -> Result<UserRow, StoreError> {
     Ok(UserRow {
         tenant: get_str(r, "tenant")?,
         username: get_str(r, "username")?,
@@ -273,7 +217,7 @@ fn user_row(r: &SqliteRow) -> Result<UserRow, StoreError> {
     })
 }
 
-fn code_row(r: &SqliteRow) -> Result<CodeRow, StoreError> {
+fn code_row(r: &Row<'_>) -> Result<CodeRow, StoreError> {
     Ok(CodeRow {
         tenant: get_str(r, "tenant")?,
         code_hash: get_str(r, "code_hash")?,
@@ -289,7 +233,7 @@ fn code_row(r: &SqliteRow) -> Result<CodeRow, StoreError> {
     })
 }
 
-fn refresh_row(r: &SqliteRow) -> Result<RefreshRow, StoreError> {
+fn refresh_row(r: &Row<'_>) -> Result<RefreshRow, StoreError> {
     Ok(RefreshRow {
         tenant: get_str(r, "tenant")?,
         token_hash: get_str(r, "token_hash")?,
@@ -303,7 +247,7 @@ fn refresh_row(r: &SqliteRow) -> Result<RefreshRow, StoreError> {
     })
 }
 
-fn key_row(r: &SqliteRow) -> Result<SigningKeyRow, StoreError> {
+fn key_row(r: &Row<'_>) -> Result<SigningKeyRow, StoreError> {
     Ok(SigningKeyRow {
         tenant: get_str(r, "tenant")?,
         kid: get_str(r, "kid")?,
@@ -315,7 +259,7 @@ fn key_row(r: &SqliteRow) -> Result<SigningKeyRow, StoreError> {
     })
 }
 
-fn pending_row(r: &SqliteRow) -> Result<PendingAuthRow, StoreError> {
+fn pending_row(r: &Row<'_>) -> Result<PendingAuthRow, StoreError> {
     Ok(PendingAuthRow {
         id: get_str(r, "id")?,
         tenant: get_str(r, "tenant")?,
@@ -338,7 +282,7 @@ fn pending_row(r: &SqliteRow) -> Result<PendingAuthRow, StoreError> {
     })
 }
 
-fn consent_row(r: &SqliteRow) -> Result<ConsentRow, StoreError> {
+fn consent_row(r: &Row<'_>) -> Result<ConsentRow, StoreError> {
     Ok(ConsentRow {
         tenant: get_str(r, "tenant")?,
         subject: get_str(r, "subject")?,
@@ -350,53 +294,82 @@ fn consent_row(r: &SqliteRow) -> Result<ConsentRow, StoreError> {
 
 /// Deletes a family's tokens and remembers the revocation, inside the caller's
 /// transaction. Returns how many token rows went.
-async fn revoke_family_in(
-    tx: &mut Transaction<'static, Sqlite>,
+fn revoke_family_in(
+    conn: &Connection,
     tenant: &str,
     family_id: &str,
     now: u64,
 ) -> Result<usize, StoreError> {
-    let deleted = sqlx::query("DELETE FROM refresh_tokens WHERE tenant = ? AND family_id = ?")
-        .bind(tenant)
-        .bind(family_id)
-        .execute(&mut **tx)
-        .await
-        .map_err(backend)?
-        .rows_affected();
-    sqlx::query(
+    let deleted = execute(
+        conn,
+        "DELETE FROM refresh_tokens WHERE tenant = ? AND family_id = ?",
+        params![tenant, family_id],
+    )?;
+    execute(
+        conn,
         "INSERT INTO revoked_families (tenant, family_id, expires_at) VALUES (?, ?, ?) \
          ON CONFLICT (tenant, family_id) DO UPDATE \
          SET expires_at = max(expires_at, excluded.expires_at)",
-    )
-    .bind(tenant)
-    .bind(family_id)
-    .bind(int(now.saturating_add(REVOKED_FAMILY_RETENTION_SECS)))
-    .execute(&mut **tx)
-    .await
-    .map_err(backend)?;
-    Ok(deleted as usize)
+        params![
+            tenant,
+            family_id,
+            int(now.saturating_add(REVOKED_FAMILY_RETENTION_SECS))
+        ],
+    )?;
+    Ok(deleted)
+}
+
+fn insert_refresh(conn: &Connection, row: &RefreshRow) -> Result<(), StoreError> {
+    conn.prepare_cached(concat!(
+        "INSERT INTO refresh_tokens (",
+        refresh_cols!(),
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ))
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            row.tenant,
+            row.token_hash,
+            row.family_id,
+            row.client_id,
+            row.subject,
+            row.scope,
+            row.resource,
+            int(row.expires_at),
+            int(row.created_at),
+        ])
+    })
+    .map_err(insert_error("refresh token"))?;
+    Ok(())
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn put_client(&self, row: &ClientRow) -> Result<(), StoreError> {
-        sqlx::query(concat!(
-            "INSERT OR REPLACE INTO clients (",
-            client_cols!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(&row.tenant)
-        .bind(&row.client_id)
-        .bind(&row.secret_hash)
-        .bind(to_json(&row.metadata)?)
-        .bind(row.registration_kind.as_str())
-        .bind(&row.registration_token_hash)
-        .bind(int(row.created_at))
-        .bind(row.expires_at.map(int))
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(())
+        let metadata = to_json(&row.metadata)?;
+        let row = row.clone();
+        self.engine
+            .write(Steps::One, move |c| {
+                execute(
+                    c,
+                    concat!(
+                        "INSERT OR REPLACE INTO clients (",
+                        client_cols!(),
+                        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    ),
+                    params![
+                        row.tenant,
+                        row.client_id,
+                        row.secret_hash,
+                        metadata,
+                        row.registration_kind.as_str(),
+                        row.registration_token_hash,
+                        int(row.created_at),
+                        row.expires_at.map(int),
+                    ],
+                )
+                .map(drop)
+            })
+            .await
     }
 
     async fn get_client(
@@ -405,102 +378,110 @@ impl Store for SqliteStore {
         client_id: &str,
         now: u64,
     ) -> Result<Option<ClientRow>, StoreError> {
-        sqlx::query(concat!(
-            "SELECT ",
-            client_cols!(),
-            " FROM clients WHERE tenant = ? AND client_id = ? \
-             AND (expires_at IS NULL OR expires_at > ?)"
-        ))
-        .bind(tenant)
-        .bind(client_id)
-        .bind(int(now))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?
-        .as_ref()
-        .map(client_row)
-        .transpose()
+        let (tenant, client_id) = (tenant.to_owned(), client_id.to_owned());
+        self.engine
+            .read(move |c| {
+                query_opt(
+                    c,
+                    concat!(
+                        "SELECT ",
+                        client_cols!(),
+                        " FROM clients WHERE tenant = ? AND client_id = ? \
+                         AND (expires_at IS NULL OR expires_at > ?)"
+                    ),
+                    params![tenant, client_id, int(now)],
+                    client_row,
+                )
+            })
+            .await
     }
 
     async fn delete_client(&self, tenant: &str, client_id: &str) -> Result<bool, StoreError> {
-        let mut tx = self.begin_immediate().await?;
-        let existed = sqlx::query("DELETE FROM clients WHERE tenant = ? AND client_id = ?")
-            .bind(tenant)
-            .bind(client_id)
-            .execute(&mut *tx)
+        let (tenant, client_id) = (tenant.to_owned(), client_id.to_owned());
+        self.engine
+            .write(Steps::Many, move |c| {
+                let existed = execute(
+                    c,
+                    "DELETE FROM clients WHERE tenant = ? AND client_id = ?",
+                    params![tenant, client_id],
+                )? > 0;
+                // RFC 7592 §2.3: everything issued to the client goes with it.
+                for sql in [
+                    "DELETE FROM codes WHERE tenant = ? AND client_id = ?",
+                    "DELETE FROM refresh_tokens WHERE tenant = ? AND client_id = ?",
+                    "DELETE FROM pending_authorizations WHERE tenant = ? AND client_id = ?",
+                    "DELETE FROM consents WHERE tenant = ? AND client_id = ?",
+                ] {
+                    execute(c, sql, params![tenant, client_id])?;
+                }
+                Ok(existed)
+            })
             .await
-            .map_err(backend)?
-            .rows_affected()
-            > 0;
-        // RFC 7592 §2.3: everything issued to the client goes with it.
-        for sql in [
-            "DELETE FROM codes WHERE tenant = ? AND client_id = ?",
-            "DELETE FROM refresh_tokens WHERE tenant = ? AND client_id = ?",
-            "DELETE FROM pending_authorizations WHERE tenant = ? AND client_id = ?",
-            "DELETE FROM consents WHERE tenant = ? AND client_id = ?",
-        ] {
-            sqlx::query(sql)
-                .bind(tenant)
-                .bind(client_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(existed)
     }
 
     async fn put_user(&self, row: &UserRow) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT OR REPLACE INTO users (tenant, username, password_hash, created_at) \
-             VALUES (?, ?, ?, ?)",
-        )
-        .bind(&row.tenant)
-        .bind(&row.username)
-        .bind(&row.password_hash)
-        .bind(int(row.created_at))
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(())
+        let row = row.clone();
+        self.engine
+            .write(Steps::One, move |c| {
+                execute(
+                    c,
+                    "INSERT OR REPLACE INTO users (tenant, username, password_hash, created_at) \
+                     VALUES (?, ?, ?, ?)",
+                    params![
+                        row.tenant,
+                        row.username,
+                        row.password_hash,
+                        int(row.created_at)
+                    ],
+                )
+                .map(drop)
+            })
+            .await
     }
 
     async fn get_user(&self, tenant: &str, username: &str) -> Result<Option<UserRow>, StoreError> {
-        sqlx::query(
-            "SELECT tenant, username, password_hash, created_at FROM users \
-             WHERE tenant = ? AND username = ?",
-        )
-        .bind(tenant)
-        .bind(username)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?
-        .as_ref()
-        .map(user_row)
-        .transpose()
+        let (tenant, username) = (tenant.to_owned(), username.to_owned());
+        self.engine
+            .read(move |c| {
+                query_opt(
+                    c,
+                    "SELECT tenant, username, password_hash, created_at FROM users \
+                     WHERE tenant = ? AND username = ?",
+                    params![tenant, username],
+                    user_row,
+                )
+            })
+            .await
     }
 
     async fn put_code(&self, row: &CodeRow) -> Result<(), StoreError> {
-        sqlx::query(concat!(
-            "INSERT INTO codes (",
-            code_cols!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(&row.tenant)
-        .bind(&row.code_hash)
-        .bind(&row.client_id)
-        .bind(&row.redirect_uri)
-        .bind(&row.code_challenge)
-        .bind(&row.scope)
-        .bind(&row.resource)
-        .bind(&row.subject)
-        .bind(&row.nonce)
-        .bind(int(row.expires_at))
-        .bind(&row.family_id)
-        .execute(&self.pool)
-        .await
-        .map_err(insert_error("authorization code"))?;
-        Ok(())
+        let row = row.clone();
+        self.engine
+            .write(Steps::One, move |c| {
+                c.prepare_cached(concat!(
+                    "INSERT INTO codes (",
+                    code_cols!(),
+                    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ))
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        row.tenant,
+                        row.code_hash,
+                        row.client_id,
+                        row.redirect_uri,
+                        row.code_challenge,
+                        row.scope,
+                        row.resource,
+                        row.subject,
+                        row.nonce,
+                        int(row.expires_at),
+                        row.family_id,
+                    ])
+                })
+                .map_err(insert_error("authorization code"))?;
+                Ok(())
+            })
+            .await
     }
 
     async fn take_code(
@@ -509,73 +490,65 @@ impl Store for SqliteStore {
         code_hash: &str,
         now: u64,
     ) -> Result<TakeCode, StoreError> {
-        // One statement decides who redeems the code: SQLite runs it under the write lock,
-        // and only the caller that finds `spent_at IS NULL` gets the row back.
-        let taken = sqlx::query(concat!(
-            "UPDATE codes SET spent_at = ? \
-             WHERE tenant = ? AND code_hash = ? AND spent_at IS NULL AND expires_at > ? \
-             RETURNING ",
-            code_cols!()
-        ))
-        .bind(int(now))
-        .bind(tenant)
-        .bind(code_hash)
-        .bind(int(now))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
-        if let Some(row) = taken {
-            return Ok(TakeCode::Taken(code_row(&row)?));
-        }
-        // Not ours: spent before (spent_at never goes back to NULL, so this read cannot
-        // contradict the update), or missing or expired.
-        let spent = sqlx::query(
-            "SELECT family_id, client_id FROM codes \
-             WHERE tenant = ? AND code_hash = ? AND spent_at IS NOT NULL AND expires_at > ?",
-        )
-        .bind(tenant)
-        .bind(code_hash)
-        .bind(int(now))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
-        match spent {
-            Some(row) => Ok(TakeCode::Replayed {
-                family_id: get_str(&row, "family_id")?,
-                client_id: get_str(&row, "client_id")?,
-            }),
-            None => Ok(TakeCode::Missing),
-        }
+        let (tenant, code_hash) = (tenant.to_owned(), code_hash.to_owned());
+        self.engine
+            .write(Steps::One, move |c| {
+                // One statement decides who redeems the code, under the write lock: only the
+                // caller that finds `spent_at IS NULL` gets the row back.
+                let taken = query_opt(
+                    c,
+                    concat!(
+                        "UPDATE codes SET spent_at = ? \
+                         WHERE tenant = ? AND code_hash = ? AND spent_at IS NULL \
+                         AND expires_at > ? RETURNING ",
+                        code_cols!()
+                    ),
+                    params![int(now), tenant, code_hash, int(now)],
+                    code_row,
+                )?;
+                if let Some(row) = taken {
+                    return Ok(TakeCode::Taken(row));
+                }
+                // Not ours: spent before (spent_at never goes back to NULL), or missing or
+                // expired.
+                let spent = query_opt(
+                    c,
+                    "SELECT family_id, client_id FROM codes \
+                     WHERE tenant = ? AND code_hash = ? AND spent_at IS NOT NULL \
+                     AND expires_at > ?",
+                    params![tenant, code_hash, int(now)],
+                    |r| Ok((get_str(r, "family_id")?, get_str(r, "client_id")?)),
+                )?;
+                Ok(match spent {
+                    Some((family_id, client_id)) => TakeCode::Replayed {
+                        family_id,
+                        client_id,
+                    },
+                    None => TakeCode::Missing,
+                })
+            })
+            .await
     }
 
     async fn put_refresh(&self, row: &RefreshRow) -> Result<(), StoreError> {
-        // The revoked-family check and the insert are one statement, so a revocation cannot
-        // slip in between them.
-        let inserted = sqlx::query(concat!(
-            "INSERT INTO refresh_tokens (",
-            refresh_cols!(),
-            ") SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS \
-             (SELECT 1 FROM revoked_families WHERE tenant = ? AND family_id = ?)"
-        ))
-        .bind(&row.tenant)
-        .bind(&row.token_hash)
-        .bind(&row.family_id)
-        .bind(&row.client_id)
-        .bind(&row.subject)
-        .bind(&row.scope)
-        .bind(&row.resource)
-        .bind(int(row.expires_at))
-        .bind(int(row.created_at))
-        .bind(&row.tenant)
-        .bind(&row.family_id)
-        .execute(&self.pool)
-        .await
-        .map_err(insert_error("refresh token"))?
-        .rows_affected();
-        if inserted == 0 {
-            return Err(StoreError::FamilyRevoked);
-        }
-        Ok(())
+        let row = row.clone();
+        self.engine
+            .write(Steps::One, move |c| {
+                // The writer runs one job at a time inside its transaction, and other
+                // processes' writers are locked out: nothing can revoke the family between
+                // this check and the insert.
+                let revoked = query_opt(
+                    c,
+                    "SELECT 1 FROM revoked_families WHERE tenant = ? AND family_id = ?",
+                    params![row.tenant, row.family_id],
+                    |_| Ok(()),
+                )?;
+                if revoked.is_some() {
+                    return Err(StoreError::FamilyRevoked);
+                }
+                insert_refresh(c, &row)
+            })
+            .await
     }
 
     async fn get_refresh(
@@ -584,21 +557,22 @@ impl Store for SqliteStore {
         token_hash: &str,
         now: u64,
     ) -> Result<Option<RefreshRow>, StoreError> {
-        sqlx::query(concat!(
-            "SELECT ",
-            refresh_cols!(),
-            " FROM refresh_tokens WHERE tenant = ? AND token_hash = ? \
-             AND rotated_at IS NULL AND expires_at > ?"
-        ))
-        .bind(tenant)
-        .bind(token_hash)
-        .bind(int(now))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?
-        .as_ref()
-        .map(refresh_row)
-        .transpose()
+        let (tenant, token_hash) = (tenant.to_owned(), token_hash.to_owned());
+        self.engine
+            .read(move |c| {
+                query_opt(
+                    c,
+                    concat!(
+                        "SELECT ",
+                        refresh_cols!(),
+                        " FROM refresh_tokens WHERE tenant = ? AND token_hash = ? \
+                         AND rotated_at IS NULL AND expires_at > ?"
+                    ),
+                    params![tenant, token_hash, int(now)],
+                    refresh_row,
+                )
+            })
+            .await
     }
 
     async fn rotate_refresh(
@@ -608,64 +582,42 @@ impl Store for SqliteStore {
         new_row: &RefreshRow,
         now: u64,
     ) -> Result<Rotate, StoreError> {
-        // Dropping `tx` without commit rolls back, so every early return leaves no trace.
-        let mut tx = self.begin_immediate().await?;
-        let current = sqlx::query(concat!(
-            "UPDATE refresh_tokens SET rotated_at = ? \
-             WHERE tenant = ? AND token_hash = ? AND rotated_at IS NULL AND expires_at > ? \
-             RETURNING ",
-            refresh_cols!()
-        ))
-        .bind(int(now))
-        .bind(tenant)
-        .bind(old_hash)
-        .bind(int(now))
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?;
-
-        if let Some(old) = current {
-            let old = refresh_row(&old)?;
-            check_refresh_successor(tenant, &old, new_row)?;
-            sqlx::query(concat!(
-                "INSERT INTO refresh_tokens (",
-                refresh_cols!(),
-                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            ))
-            .bind(&new_row.tenant)
-            .bind(&new_row.token_hash)
-            .bind(&new_row.family_id)
-            .bind(&new_row.client_id)
-            .bind(&new_row.subject)
-            .bind(&new_row.scope)
-            .bind(&new_row.resource)
-            .bind(int(new_row.expires_at))
-            .bind(int(new_row.created_at))
-            .execute(&mut *tx)
+        let (tenant, old_hash, new_row) = (tenant.to_owned(), old_hash.to_owned(), new_row.clone());
+        self.engine
+            .write(Steps::Many, move |c| {
+                // An error return rolls this job back to its savepoint: no trace is left.
+                let current = query_opt(
+                    c,
+                    concat!(
+                        "UPDATE refresh_tokens SET rotated_at = ? \
+                         WHERE tenant = ? AND token_hash = ? AND rotated_at IS NULL \
+                         AND expires_at > ? RETURNING ",
+                        refresh_cols!()
+                    ),
+                    params![int(now), tenant, old_hash, int(now)],
+                    refresh_row,
+                )?;
+                if let Some(old) = current {
+                    check_refresh_successor(&tenant, &old, &new_row)?;
+                    insert_refresh(c, &new_row)?;
+                    return Ok(Rotate::Rotated(old));
+                }
+                let rotated = query_opt(
+                    c,
+                    "SELECT family_id FROM refresh_tokens \
+                     WHERE tenant = ? AND token_hash = ? AND rotated_at IS NOT NULL \
+                     AND expires_at > ?",
+                    params![tenant, old_hash, int(now)],
+                    |r| get_str(r, "family_id"),
+                )?;
+                let Some(family_id) = rotated else {
+                    return Ok(Rotate::Invalid);
+                };
+                // RFC 9700 §4.14.2: a rotated token came back; revoke the whole family.
+                revoke_family_in(c, &tenant, &family_id, now)?;
+                Ok(Rotate::Reused { family_id })
+            })
             .await
-            .map_err(insert_error("refresh token"))?;
-            tx.commit().await.map_err(backend)?;
-            return Ok(Rotate::Rotated(old));
-        }
-
-        let rotated = sqlx::query(
-            "SELECT family_id FROM refresh_tokens \
-             WHERE tenant = ? AND token_hash = ? AND rotated_at IS NOT NULL AND expires_at > ?",
-        )
-        .bind(tenant)
-        .bind(old_hash)
-        .bind(int(now))
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let Some(rotated) = rotated else {
-            return Ok(Rotate::Invalid);
-        };
-        // RFC 9700 §4.14.2: a rotated token came back; revoke the whole family.
-        let family_id = get_str(&rotated, "family_id")?;
-        revoke_family_in(&mut tx, tenant, &family_id, now).await?;
-        tx.commit().await.map_err(backend)?;
-        Ok(Rotate::Reused { family_id })
     }
 
     async fn revoke_family(
@@ -674,10 +626,12 @@ impl Store for SqliteStore {
         family_id: &str,
         now: u64,
     ) -> Result<usize, StoreError> {
-        let mut tx = self.begin_immediate().await?;
-        let n = revoke_family_in(&mut tx, tenant, family_id, now).await?;
-        tx.commit().await.map_err(backend)?;
-        Ok(n)
+        let (tenant, family_id) = (tenant.to_owned(), family_id.to_owned());
+        self.engine
+            .write(Steps::Many, move |c| {
+                revoke_family_in(c, &tenant, &family_id, now)
+            })
+            .await
     }
 
     async fn revoke_access(
@@ -686,47 +640,61 @@ impl Store for SqliteStore {
         jti: &str,
         expires_at: u64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO revoked_access_tokens (tenant, jti, expires_at) VALUES (?, ?, ?) \
-             ON CONFLICT (tenant, jti) DO UPDATE \
-             SET expires_at = max(expires_at, excluded.expires_at)",
-        )
-        .bind(tenant)
-        .bind(jti)
-        .bind(int(expires_at))
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(())
+        let (tenant, jti) = (tenant.to_owned(), jti.to_owned());
+        self.engine
+            .write(Steps::One, move |c| {
+                execute(
+                    c,
+                    "INSERT INTO revoked_access_tokens (tenant, jti, expires_at) VALUES (?, ?, ?) \
+                     ON CONFLICT (tenant, jti) DO UPDATE \
+                     SET expires_at = max(expires_at, excluded.expires_at)",
+                    params![tenant, jti, int(expires_at)],
+                )
+                .map(drop)
+            })
+            .await
     }
 
     async fn is_access_revoked(&self, tenant: &str, jti: &str) -> Result<bool, StoreError> {
-        let found = sqlx::query("SELECT 1 FROM revoked_access_tokens WHERE tenant = ? AND jti = ?")
-            .bind(tenant)
-            .bind(jti)
-            .fetch_optional(&self.pool)
+        let (tenant, jti) = (tenant.to_owned(), jti.to_owned());
+        self.engine
+            .read(move |c| {
+                query_opt(
+                    c,
+                    "SELECT 1 FROM revoked_access_tokens WHERE tenant = ? AND jti = ?",
+                    params![tenant, jti],
+                    |_| Ok(()),
+                )
+                .map(|found| found.is_some())
+            })
             .await
-            .map_err(backend)?;
-        Ok(found.is_some())
     }
 
     async fn put_signing_key(&self, row: &SigningKeyRow) -> Result<(), StoreError> {
-        sqlx::query(concat!(
-            "INSERT INTO signing_keys (",
-            key_cols!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(&row.tenant)
-        .bind(&row.kid)
-        .bind(&row.alg)
-        .bind(row.private_pem.secret())
-        .bind(to_json(&row.public_jwk)?)
-        .bind(int(row.created_at))
-        .bind(row.not_after.map(int))
-        .execute(&self.pool)
-        .await
-        .map_err(insert_error("signing key"))?;
-        Ok(())
+        let public_jwk = to_json(&row.public_jwk)?;
+        let row = row.clone();
+        self.engine
+            .write(Steps::One, move |c| {
+                c.prepare_cached(concat!(
+                    "INSERT INTO signing_keys (",
+                    key_cols!(),
+                    ") VALUES (?, ?, ?, ?, ?, ?, ?)"
+                ))
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        row.tenant,
+                        row.kid,
+                        row.alg,
+                        row.private_pem.secret(),
+                        public_jwk,
+                        int(row.created_at),
+                        row.not_after.map(int),
+                    ])
+                })
+                .map_err(insert_error("signing key"))?;
+                Ok(())
+            })
+            .await
     }
 
     async fn list_signing_keys(
@@ -734,20 +702,26 @@ impl Store for SqliteStore {
         tenant: &str,
         now: u64,
     ) -> Result<Vec<SigningKeyRow>, StoreError> {
-        sqlx::query(concat!(
-            "SELECT ",
-            key_cols!(),
-            " FROM signing_keys WHERE tenant = ? AND (not_after IS NULL OR not_after > ?) \
-             ORDER BY created_at DESC, kid ASC"
-        ))
-        .bind(tenant)
-        .bind(int(now))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(key_row)
-        .collect()
+        let tenant = tenant.to_owned();
+        self.engine
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(concat!(
+                        "SELECT ",
+                        key_cols!(),
+                        " FROM signing_keys WHERE tenant = ? \
+                         AND (not_after IS NULL OR not_after > ?) \
+                         ORDER BY created_at DESC, kid ASC"
+                    ))
+                    .map_err(backend)?;
+                let mut rows = stmt.query(params![tenant, int(now)]).map_err(backend)?;
+                let mut keys = Vec::new();
+                while let Some(row) = rows.next().map_err(backend)? {
+                    keys.push(key_row(row)?);
+                }
+                Ok(keys)
+            })
+            .await
     }
 
     async fn retire_signing_key(
@@ -756,45 +730,55 @@ impl Store for SqliteStore {
         kid: &str,
         not_after: u64,
     ) -> Result<bool, StoreError> {
-        let n = sqlx::query("UPDATE signing_keys SET not_after = ? WHERE tenant = ? AND kid = ?")
-            .bind(int(not_after))
-            .bind(tenant)
-            .bind(kid)
-            .execute(&self.pool)
+        let (tenant, kid) = (tenant.to_owned(), kid.to_owned());
+        self.engine
+            .write(Steps::One, move |c| {
+                execute(
+                    c,
+                    "UPDATE signing_keys SET not_after = ? WHERE tenant = ? AND kid = ?",
+                    params![int(not_after), tenant, kid],
+                )
+                .map(|n| n > 0)
+            })
             .await
-            .map_err(backend)?
-            .rows_affected();
-        Ok(n > 0)
     }
 
     async fn put_pending(&self, row: &PendingAuthRow) -> Result<(), StoreError> {
-        sqlx::query(concat!(
-            "INSERT OR REPLACE INTO pending_authorizations (",
-            pending_cols!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(&row.tenant)
-        .bind(&row.id)
-        .bind(&row.client_id)
-        .bind(&row.redirect_uri)
-        .bind(&row.response_type)
-        .bind(&row.scope)
-        .bind(&row.state)
-        .bind(&row.code_challenge)
-        .bind(&row.code_challenge_method)
-        .bind(&row.resource)
-        .bind(&row.nonce)
-        .bind(&row.prompt)
-        .bind(&row.login_hint)
-        .bind(to_json(&row.extra)?)
-        .bind(&row.subject)
-        .bind(&row.csrf_hash)
-        .bind(int(row.created_at))
-        .bind(int(row.expires_at))
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(())
+        let extra = to_json(&row.extra)?;
+        let row = row.clone();
+        self.engine
+            .write(Steps::One, move |c| {
+                execute(
+                    c,
+                    concat!(
+                        "INSERT OR REPLACE INTO pending_authorizations (",
+                        pending_cols!(),
+                        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    ),
+                    params![
+                        row.tenant,
+                        row.id,
+                        row.client_id,
+                        row.redirect_uri,
+                        row.response_type,
+                        row.scope,
+                        row.state,
+                        row.code_challenge,
+                        row.code_challenge_method,
+                        row.resource,
+                        row.nonce,
+                        row.prompt,
+                        row.login_hint,
+                        extra,
+                        row.subject,
+                        row.csrf_hash,
+                        int(row.created_at),
+                        int(row.expires_at),
+                    ],
+                )
+                .map(drop)
+            })
+            .await
     }
 
     async fn get_pending(
@@ -803,20 +787,22 @@ impl Store for SqliteStore {
         id: &str,
         now: u64,
     ) -> Result<Option<PendingAuthRow>, StoreError> {
-        sqlx::query(concat!(
-            "SELECT ",
-            pending_cols!(),
-            " FROM pending_authorizations WHERE tenant = ? AND id = ? AND expires_at > ?"
-        ))
-        .bind(tenant)
-        .bind(id)
-        .bind(int(now))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?
-        .as_ref()
-        .map(pending_row)
-        .transpose()
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.engine
+            .read(move |c| {
+                query_opt(
+                    c,
+                    concat!(
+                        "SELECT ",
+                        pending_cols!(),
+                        " FROM pending_authorizations WHERE tenant = ? AND id = ? \
+                         AND expires_at > ?"
+                    ),
+                    params![tenant, id, int(now)],
+                    pending_row,
+                )
+            })
+            .await
     }
 
     async fn take_pending(
@@ -825,36 +811,44 @@ impl Store for SqliteStore {
         id: &str,
         now: u64,
     ) -> Result<Option<PendingAuthRow>, StoreError> {
-        // One DELETE … RETURNING: only one caller can delete the row.
-        let taken = sqlx::query(concat!(
-            "DELETE FROM pending_authorizations WHERE tenant = ? AND id = ? RETURNING ",
-            pending_cols!()
-        ))
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
-        match taken {
-            Some(row) => Ok(Some(pending_row(&row)?).filter(|p| now < p.expires_at)),
-            None => Ok(None),
-        }
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.engine
+            .write(Steps::One, move |c| {
+                // One DELETE … RETURNING: only one caller can delete the row.
+                let taken = query_opt(
+                    c,
+                    concat!(
+                        "DELETE FROM pending_authorizations WHERE tenant = ? AND id = ? \
+                         RETURNING ",
+                        pending_cols!()
+                    ),
+                    params![tenant, id],
+                    pending_row,
+                )?;
+                Ok(taken.filter(|p| now < p.expires_at))
+            })
+            .await
     }
 
     async fn put_consent(&self, row: &ConsentRow) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT OR REPLACE INTO consents (tenant, subject, client_id, scope, granted_at) \
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(&row.tenant)
-        .bind(&row.subject)
-        .bind(&row.client_id)
-        .bind(&row.scope)
-        .bind(int(row.granted_at))
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(())
+        let row = row.clone();
+        self.engine
+            .write(Steps::One, move |c| {
+                execute(
+                    c,
+                    "INSERT OR REPLACE INTO consents (tenant, subject, client_id, scope, \
+                     granted_at) VALUES (?, ?, ?, ?, ?)",
+                    params![
+                        row.tenant,
+                        row.subject,
+                        row.client_id,
+                        row.scope,
+                        int(row.granted_at)
+                    ],
+                )
+                .map(drop)
+            })
+            .await
     }
 
     async fn get_consent(
@@ -863,19 +857,19 @@ impl Store for SqliteStore {
         subject: &str,
         client_id: &str,
     ) -> Result<Option<ConsentRow>, StoreError> {
-        sqlx::query(
-            "SELECT tenant, subject, client_id, scope, granted_at FROM consents \
-             WHERE tenant = ? AND subject = ? AND client_id = ?",
-        )
-        .bind(tenant)
-        .bind(subject)
-        .bind(client_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?
-        .as_ref()
-        .map(consent_row)
-        .transpose()
+        let (tenant, subject, client_id) =
+            (tenant.to_owned(), subject.to_owned(), client_id.to_owned());
+        self.engine
+            .read(move |c| {
+                query_opt(
+                    c,
+                    "SELECT tenant, subject, client_id, scope, granted_at FROM consents \
+                     WHERE tenant = ? AND subject = ? AND client_id = ?",
+                    params![tenant, subject, client_id],
+                    consent_row,
+                )
+            })
+            .await
     }
 
     async fn delete_consent(
@@ -884,38 +878,37 @@ impl Store for SqliteStore {
         subject: &str,
         client_id: &str,
     ) -> Result<bool, StoreError> {
-        let n =
-            sqlx::query("DELETE FROM consents WHERE tenant = ? AND subject = ? AND client_id = ?")
-                .bind(tenant)
-                .bind(subject)
-                .bind(client_id)
-                .execute(&self.pool)
-                .await
-                .map_err(backend)?
-                .rows_affected();
-        Ok(n > 0)
+        let (tenant, subject, client_id) =
+            (tenant.to_owned(), subject.to_owned(), client_id.to_owned());
+        self.engine
+            .write(Steps::One, move |c| {
+                execute(
+                    c,
+                    "DELETE FROM consents WHERE tenant = ? AND subject = ? AND client_id = ?",
+                    params![tenant, subject, client_id],
+                )
+                .map(|n| n > 0)
+            })
+            .await
     }
 
     async fn sweep(&self, now: u64) -> Result<usize, StoreError> {
-        let mut tx = self.begin_immediate().await?;
-        let mut total = 0;
-        for sql in [
-            "DELETE FROM clients WHERE expires_at IS NOT NULL AND expires_at <= ?",
-            "DELETE FROM codes WHERE expires_at <= ?",
-            "DELETE FROM refresh_tokens WHERE expires_at <= ?",
-            "DELETE FROM revoked_families WHERE expires_at <= ?",
-            "DELETE FROM revoked_access_tokens WHERE expires_at <= ?",
-            "DELETE FROM signing_keys WHERE not_after IS NOT NULL AND not_after <= ?",
-            "DELETE FROM pending_authorizations WHERE expires_at <= ?",
-        ] {
-            total += sqlx::query(sql)
-                .bind(int(now))
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?
-                .rows_affected();
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(total as usize)
+        self.engine
+            .write(Steps::Many, move |c| {
+                let mut total = 0;
+                for sql in [
+                    "DELETE FROM clients WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                    "DELETE FROM codes WHERE expires_at <= ?",
+                    "DELETE FROM refresh_tokens WHERE expires_at <= ?",
+                    "DELETE FROM revoked_families WHERE expires_at <= ?",
+                    "DELETE FROM revoked_access_tokens WHERE expires_at <= ?",
+                    "DELETE FROM signing_keys WHERE not_after IS NOT NULL AND not_after <= ?",
+                    "DELETE FROM pending_authorizations WHERE expires_at <= ?",
+                ] {
+                    total += execute(c, sql, params![int(now)])?;
+                }
+                Ok(total)
+            })
+            .await
     }
 }

@@ -188,3 +188,216 @@ async fn sweeper_deletes_expired_rows() {
     assert!(store.is_access_revoked("t1", "jti-new").await.unwrap());
     sweeper.abort();
 }
+
+/// Concurrent writes are committed together, a failing one (a duplicate code) undoes only
+/// itself, and every answered write is on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_share_commits_and_all_persist() {
+    const WRITES: usize = 400;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    store
+        .put_code(&suite::code("t1", "dup", "fam-dup"))
+        .await
+        .unwrap();
+    let before = store.write_stats();
+
+    let mut tasks = Vec::new();
+    for i in 0..WRITES {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            // Every tenth write collides with the existing code.
+            let name = if i % 10 == 0 {
+                "dup".to_owned()
+            } else {
+                format!("code-{i}")
+            };
+            store.put_code(&suite::code("t1", &name, "fam-1")).await
+        }));
+    }
+    let mut conflicts = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => {}
+            Err(mcp_auth_server::store::StoreError::Conflict(_)) => conflicts += 1,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(conflicts, WRITES / 10);
+    let after = store.write_stats();
+    assert_eq!(after.writes - before.writes, WRITES as u64);
+    assert!(
+        after.commits - before.commits < WRITES as u64,
+        "no two writes shared a commit: {before:?} → {after:?}"
+    );
+    store.close().await;
+    drop(store);
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    for i in (0..WRITES).filter(|i| i % 10 != 0) {
+        let got = store
+            .take_code("t1", &hash_secret(&format!("code-{i}")), NOW)
+            .await
+            .unwrap();
+        assert!(matches!(got, TakeCode::Taken(_)), "code-{i}: {got:?}");
+    }
+    // The duplicate attempts did not replace the original row.
+    let dup = store
+        .take_code("t1", &hash_secret("dup"), NOW)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&dup, TakeCode::Taken(row) if row.family_id == "fam-dup"),
+        "{dup:?}"
+    );
+    store.close().await;
+}
+
+/// A database written by the first releases (schema recorded by sqlx in
+/// `_sqlx_migrations`, `user_version` 0) opens without re-running its migration.
+#[tokio::test]
+async fn opens_a_database_from_the_sqlx_releases() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(include_str!("../migrations/0001_initial.sql"))
+            .unwrap();
+        conn.execute_batch(
+            "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
+             installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL, \
+             checksum BLOB NOT NULL, execution_time BIGINT NOT NULL); \
+             INSERT INTO _sqlx_migrations VALUES (1, 'initial', CURRENT_TIMESTAMP, 1, x'00', 1); \
+             INSERT INTO users VALUES ('t1', 'alice', 'hash', 1);",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert!(store.get_user("t1", "alice").await.unwrap().is_some());
+    store.close().await;
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 1);
+}
+
+#[tokio::test]
+async fn refuses_a_database_from_a_newer_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.db");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
+    let err = SqliteStore::open(&path).await.unwrap_err();
+    assert!(err.to_string().contains("storage backend failed"), "{err}");
+    let source = std::error::Error::source(&err).unwrap().to_string();
+    assert!(source.contains("newer"), "{source}");
+}
+
+#[tokio::test]
+async fn a_closed_store_refuses_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("auth.db")).await.unwrap();
+    store.put_user(&suite::user("t1", "alice")).await.unwrap();
+    store.close().await;
+    assert!(store.put_user(&suite::user("t1", "bob")).await.is_err());
+    assert!(store.get_user("t1", "alice").await.is_err());
+    let memory = SqliteStore::open_in_memory().await.unwrap();
+    memory.close().await;
+    assert!(memory.get_user("t1", "alice").await.is_err());
+}
+
+/// Set in the child process of `answered_writes_survive_a_killed_process`.
+const CRASH_CHILD: &str = "MCP_AUTH_SQLITE_CRASH_CHILD";
+
+/// A process that writes codes concurrently and prints each one's number once its write is
+/// answered is killed (`SIGKILL`) mid-stream: every printed code is in the database.
+#[test]
+fn answered_writes_survive_a_killed_process() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    if let Ok(path) = std::env::var(CRASH_CHILD) {
+        return crash_child(&path);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.db");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "answered_writes_survive_a_killed_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_CHILD, &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut answered = Vec::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while answered.len() < 2_000 {
+        let line = lines.next().expect("the child stopped early").unwrap();
+        if let Some(n) = line.strip_prefix("answered ") {
+            answered.push(n.to_owned());
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Whatever the child printed before the kill and we did not read yet also counts.
+    for line in lines.map_while(Result::ok) {
+        if let Some(n) = line.strip_prefix("answered ") {
+            answered.push(n.to_owned());
+        }
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = SqliteStore::open(&path).await.unwrap();
+        for n in &answered {
+            let got = store
+                .take_code("t1", &hash_secret(&format!("code-{n}")), NOW)
+                .await
+                .unwrap();
+            assert!(matches!(got, TakeCode::Taken(_)), "code-{n}: {got:?}");
+        }
+        store.close().await;
+    });
+}
+
+fn crash_child(path: &str) {
+    use std::io::Write;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = SqliteStore::open(path).await.unwrap();
+        let mut tasks = Vec::new();
+        for w in 0..32 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0.. {
+                    let n = format!("{w}-{i}");
+                    store
+                        .put_code(&suite::code("t1", &format!("code-{n}"), "fam-1"))
+                        .await
+                        .unwrap();
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "answered {n}").unwrap();
+                    out.flush().unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+}
