@@ -228,8 +228,11 @@ impl ResourceServer {
         uri: &Uri,
         required: &ScopeSet,
     ) -> Result<Authenticated, Rejection> {
-        self.authenticate_shared(headers, uri, &self.route_context(required.clone()))
-            .await
+        let route = self.route_context(required.clone());
+        match self.authenticate_cached(headers, uri, &route) {
+            Some(checked) => checked,
+            None => self.authenticate_shared(headers, uri, &route).await,
+        }
     }
 
     /// What [`Authenticated`] carries from a route requiring `required`.
@@ -242,7 +245,7 @@ impl ResourceServer {
     }
 
     /// The layer's fast path: the answer for a request whose token is in the cache, without
-    /// awaiting anything, allocating, or looking at the token's characters. `None` when
+    /// awaiting anything or checking the token's characters again. `None` when
     /// [`Self::authenticate_shared`] must decide: no usable `Authorization: Bearer` header,
     /// an `access_token` query parameter, a token not in the cache (never verified, expired
     /// from the cache, or malformed: only b64tokens are ever cached, see [`Self::verify`]).

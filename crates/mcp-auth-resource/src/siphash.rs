@@ -2,15 +2,16 @@
 //! PRF", with the 128-bit variant of the reference implementation), under a secret random
 //! key: what names a token in the verified-token cache.
 //!
-//! Why not the cache's previous SHA-256: it cost ~0.45 µs per request on a ~600-byte JWT,
-//! a sixth of everything the resource layer did. Why not the `HashMap`'s own 64-bit
-//! `SipHash`: the cache hands out claims, and at 64 bits finding two tokens with one key is
-//! within reach of a determined client (a birthday search needs ~2^32 tokens). Here the key
-//! is 128 bits of a keyed pseudorandom function whose key never leaves the process: a client
-//! can neither compute it for a token nor search for collisions offline, and a chance
-//! collision among the cache's entries is ~2^-128 per pair. (SipHash-1-3 is the round count
-//! Rust's standard `HashMap` relies on against hash flooding; the reference `vectors.h`
-//! checks the rounds and the 128-bit finalization below, through the 2-4 variant.)
+//! The cache hands out claims, so its key must stand for one token only. A 64-bit key would
+//! not: every request is a guess against every cached entry, and over a busy server's life
+//! the chance that some token lands on another's entry stops being negligible. 128 bits of
+//! a keyed pseudorandom function make it so (~2^-128 per pair), and since the key never
+//! leaves the process a client can neither compute a token's cache key nor search for
+//! collisions offline. Why not the SHA-256 used before: ~0.45 µs per request on a ~600-byte
+//! JWT, three times this, for a property (collision resistance without a secret) the cache
+//! does not need. SipHash-1-3 is the round count Rust's standard `HashMap` relies on against
+//! hash flooding; the tests check the rounds and the 128-bit finalization against the
+//! reference implementation's vectors.
 
 /// A secret SipHash key.
 #[derive(Clone)]
