@@ -19,8 +19,8 @@ impl Hash for TokenKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         // Already the output of a keyed pseudorandom function: its first 8 bytes are as good
         // a hash as the map could compute, without hashing again.
-        let (first, _) = self.0.split_at(8);
-        state.write_u64(u64::from_le_bytes(first.try_into().expect("8 bytes")));
+        let [a, b, c, d, e, f, g, h, ..] = self.0;
+        state.write_u64(u64::from_le_bytes([a, b, c, d, e, f, g, h]));
     }
 }
 

@@ -934,7 +934,10 @@ async fn revoke_grant_access(s: &AppState, family_id: &str, now: u64) -> Result<
         .await
 }
 
-/// Revokes a whole grant: its refresh tokens and its access tokens.
+/// Revokes a whole grant: its refresh tokens and its access tokens. RFC 6749 §4.1.2 (a
+/// replayed code: "SHOULD revoke ... all tokens previously issued based on that
+/// authorization code"), RFC 7009 §2.1 (revoking a refresh token "SHOULD also invalidate all
+/// access tokens based on the same authorization grant").
 async fn revoke_grant(s: &AppState, family_id: &str, now: u64) -> Result<(), StoreError> {
     s.store.revoke_family(tenant(s), family_id, now).await?;
     revoke_grant_access(s, family_id, now).await
