@@ -40,6 +40,18 @@ pub struct AppState {
     pub idp: Arc<dyn IdentityProvider>,
     /// Fetches client ID metadata documents (URL client ids).
     pub cimd: DocumentFetcher,
+    /// Stops the signing keys' periodic reload when the last clone of the state goes.
+    pub(crate) _reloader: Arc<AbortOnDrop>,
+}
+
+/// Aborts a background task when dropped.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl std::fmt::Debug for AppState {

@@ -3,6 +3,15 @@
 //! Access tokens are JWTs (RFC 9068: `typ: at+jwt`) signed with ES256. Keys live in the store
 //! so every instance publishes the same JWKS; a key is rotated after [`KEY_ROTATION`], and a
 //! retired key stays published until the last token it signed has expired.
+//!
+//! # Several instances over one store
+//! Time is cut into rotation periods of [`KEY_ROTATION`], and the key of a period has a
+//! `kid` named after it. When a period begins, every instance may try to create its key, but
+//! the store takes one row per `kid` ([`Store::put_signing_key`] refuses a second with
+//! [`StoreError::Conflict`]): one instance wins, the others load the winner's key, and all
+//! of them sign with the same key. Each instance reloads the keys every
+//! [`KEY_RELOAD`] ([`Keys::spawn_reloader`]), and at once (at most every
+//! [`UNKNOWN_KID_RELOAD`]) when asked to verify a token whose `kid` it does not know.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +30,20 @@ use crate::store::{SigningKeyRow, Store, StoreError, unix_now};
 
 /// A key signs new tokens for this long, then a new one takes over.
 pub const KEY_ROTATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How often [`Keys::spawn_reloader`] reloads the keys from the store (rotation by another
+/// instance, or a new rotation period).
+pub const KEY_RELOAD: Duration = Duration::from_secs(60);
+
+/// The least time between two reloads caused by tokens with an unknown `kid`, so that
+/// forged `kid`s cannot make every request read the store.
+pub const UNKNOWN_KID_RELOAD: Duration = Duration::from_secs(1);
+
+/// The `kid` of the key of the rotation period holding `now`: every instance computes the
+/// same one, so only one of them can store it.
+fn period_kid(now: u64) -> String {
+    format!("es256-p{}", now / KEY_ROTATION.as_secs())
+}
 
 /// Key management failures.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +101,10 @@ pub struct Keys {
     current: Arc<RwLock<Option<Current>>>,
     /// kid → decoding key, for local verification.
     public: Arc<RwLock<Vec<(String, DecodingKey)>>>,
+    /// When a token with an unknown `kid` last made us reload.
+    last_unknown_reload: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// How long retired keys stay published (set by [`Keys::ensure`]).
+    max_token_life: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -88,7 +115,7 @@ impl std::fmt::Debug for Keys {
     }
 }
 
-fn generate(tenant: &str) -> Result<SigningKeyRow, KeyError> {
+fn generate(tenant: &str, kid: String, now: u64) -> Result<SigningKeyRow, KeyError> {
     let rng = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
         .map_err(|_| KeyError::Crypto("cannot generate a P-256 key".into()))?;
@@ -100,7 +127,6 @@ fn generate(tenant: &str) -> Result<SigningKeyRow, KeyError> {
         return Err(KeyError::Crypto("unexpected public key encoding".into()));
     }
     let (x, y) = (&point[1..33], &point[33..65]);
-    let kid = URL_SAFE_NO_PAD.encode(&sha2_256(point)[..12]);
     let pem = format!(
         "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
         STANDARD.encode(pkcs8.as_ref())
@@ -114,14 +140,27 @@ fn generate(tenant: &str) -> Result<SigningKeyRow, KeyError> {
             "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
             "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
         }),
-        created_at: unix_now(),
+        created_at: now,
         not_after: None,
     })
 }
 
-fn sha2_256(b: &[u8]) -> Vec<u8> {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(b).to_vec()
+/// The key that signs: the newest active ES256 key (ties broken by `kid`, so that every
+/// instance picks the same one).
+fn newest_active(rows: &[SigningKeyRow]) -> Option<&SigningKeyRow> {
+    rows.iter()
+        .filter(|r| r.not_after.is_none() && r.alg == "ES256")
+        .max_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)))
+}
+
+fn decoding_keys(rows: &[SigningKeyRow]) -> Vec<(String, DecodingKey)> {
+    rows.iter()
+        .filter_map(|r| {
+            let jwk =
+                serde_json::from_value::<jsonwebtoken::jwk::Jwk>(r.public_jwk.clone()).ok()?;
+            Some((r.kid.clone(), DecodingKey::from_jwk(&jwk).ok()?))
+        })
+        .collect()
 }
 
 impl Keys {
@@ -132,36 +171,47 @@ impl Keys {
             tenant: tenant.into(),
             current: Arc::new(RwLock::new(None)),
             public: Arc::new(RwLock::new(Vec::new())),
+            last_unknown_reload: Arc::new(std::sync::Mutex::new(None)),
+            max_token_life: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
     }
 
     /// Loads the keys, creating the first one or rotating an old one; retired keys stay
-    /// published for `max_token_life` after retirement.
+    /// published for `max_token_life` after retirement. Safe to call from several instances
+    /// over one store at once (see the [module docs](self)); call it again to pick up keys
+    /// another instance made.
     pub async fn ensure(&self, max_token_life: Duration) -> Result<(), KeyError> {
+        self.max_token_life.store(
+            max_token_life.as_secs(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let now = unix_now();
         let mut rows = self.store.list_signing_keys(&self.tenant, now).await?;
-        let newest = rows
-            .iter()
-            .filter(|r| r.not_after.is_none() && r.alg == "ES256")
-            .max_by_key(|r| r.created_at)
-            .cloned();
-        let needs_new = newest
-            .as_ref()
-            .is_none_or(|r| now.saturating_sub(r.created_at) >= KEY_ROTATION.as_secs());
+        let newest = newest_active(&rows).cloned();
+        let period = now / KEY_ROTATION.as_secs();
+        let needs_new = newest.is_none_or(|r| r.created_at / KEY_ROTATION.as_secs() < period);
         if needs_new {
-            let row = generate(&self.tenant)?;
-            self.store.put_signing_key(&row).await?;
-            for old in rows.iter().filter(|r| r.not_after.is_none()) {
+            let kid = period_kid(now);
+            match self
+                .store
+                .put_signing_key(&generate(&self.tenant, kid.clone(), now)?)
+                .await
+            {
+                // Another instance made this period's key first: use theirs.
+                Ok(()) | Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            for old in rows
+                .iter()
+                .filter(|r| r.not_after.is_none() && r.kid != kid)
+            {
                 self.store
                     .retire_signing_key(&self.tenant, &old.kid, now + max_token_life.as_secs())
                     .await?;
             }
             rows = self.store.list_signing_keys(&self.tenant, now).await?;
         }
-        let signing = rows
-            .iter()
-            .filter(|r| r.not_after.is_none() && r.alg == "ES256")
-            .max_by_key(|r| r.created_at)
+        let signing = newest_active(&rows)
             .ok_or_else(|| KeyError::Crypto("no current signing key after rotation".into()))?;
         // jsonwebtoken's PEM reader, so stored keys are accepted exactly as before.
         let key = EncodingKey::from_ec_pem(signing.private_pem.secret().as_bytes())
@@ -177,16 +227,56 @@ impl Keys {
             encoded_header: URL_SAFE_NO_PAD.encode(header),
             pair,
         });
-        let mut public = Vec::new();
-        for r in &rows {
-            if let Ok(jwk) = serde_json::from_value::<jsonwebtoken::jwk::Jwk>(r.public_jwk.clone())
-                && let Ok(k) = DecodingKey::from_jwk(&jwk)
-            {
-                public.push((r.kid.clone(), k));
+        *self.public.write().await = decoding_keys(&rows);
+        Ok(())
+    }
+
+    /// Calls [`Self::ensure`] every [`KEY_RELOAD`] until the task is aborted, so that this
+    /// instance signs with the key the others sign with after a rotation. A failure (the
+    /// store is down) is logged, and the keys in memory stay in use.
+    pub fn spawn_reloader(&self) -> tokio::task::JoinHandle<()> {
+        let keys = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(KEY_RELOAD);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let life = Duration::from_secs(
+                    keys.max_token_life
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                );
+                if let Err(e) = keys.ensure(life).await {
+                    tracing::warn!(error = %e, "reloading the signing keys failed");
+                }
+            }
+        })
+    }
+
+    /// Reloads the published keys after a token named a `kid` we do not know (another
+    /// instance rotated), at most every [`UNKNOWN_KID_RELOAD`].
+    async fn reload_for_unknown_kid(&self) -> bool {
+        {
+            let mut last = self
+                .last_unknown_reload
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            if last.is_some_and(|t| now.duration_since(t) < UNKNOWN_KID_RELOAD) {
+                return false;
+            }
+            *last = Some(now);
+        }
+        match self.store.list_signing_keys(&self.tenant, unix_now()).await {
+            Ok(rows) => {
+                *self.public.write().await = decoding_keys(&rows);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reloading the published keys failed");
+                false
             }
         }
-        *self.public.write().await = public;
-        Ok(())
     }
 
     /// The JWKS document (RFC 7517): every key not yet past its `not_after`.
@@ -242,6 +332,10 @@ impl Keys {
             return None;
         }
         let kid = header.kid?;
+        let known = |public: &[(String, DecodingKey)]| public.iter().any(|(k, _)| *k == kid);
+        if !known(&self.public.read().await) && !self.reload_for_unknown_kid().await {
+            return None;
+        }
         let public = self.public.read().await;
         let key = public.iter().find(|(k, _)| *k == kid).map(|(_, k)| k)?;
         let mut v = Validation::new(Algorithm::ES256);
@@ -356,6 +450,88 @@ mod tests {
             keys.verify(&token, ISSUER, Some("https://other.example"))
                 .await
                 .is_none()
+        );
+    }
+
+    /// Instances over one store starting at once end up signing with one key, publish the
+    /// same JWKS, and verify each other's tokens.
+    #[tokio::test]
+    async fn instances_sharing_a_store_agree_on_one_key() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let instances: Vec<Keys> = (0..8)
+            .map(|_| Keys::new(store.clone(), "default"))
+            .collect();
+        let mut starts = tokio::task::JoinSet::new();
+        for k in &instances {
+            let k = k.clone();
+            starts.spawn(async move { k.ensure(Duration::from_secs(3600)).await });
+        }
+        while let Some(r) = starts.join_next().await {
+            r.unwrap().unwrap();
+        }
+        let jwks = instances[0].jwks().await.unwrap();
+        assert_eq!(jwks["keys"].as_array().unwrap().len(), 1, "{jwks}");
+        let kid = jwks["keys"][0]["kid"].as_str().unwrap().to_owned();
+        assert_eq!(kid, period_kid(unix_now()));
+        for k in &instances {
+            assert_eq!(k.jwks().await.unwrap(), jwks);
+            let token = k.sign(&claims()).await.unwrap();
+            let header = jsonwebtoken::decode_header(&token).unwrap();
+            assert_eq!(header.kid.as_deref(), Some(kid.as_str()));
+            assert!(
+                instances[0]
+                    .verify(&token, ISSUER, Some(AUDIENCE))
+                    .await
+                    .is_some()
+            );
+        }
+    }
+
+    /// An instance that has not seen a key yet (another instance rotated) loads it when a
+    /// token names it, at most once per `UNKNOWN_KID_RELOAD`.
+    #[tokio::test]
+    async fn unknown_kid_reloads_the_published_keys() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let late = Keys::new(store.clone(), "default");
+        let signer = Keys::new(store.clone(), "default");
+        signer.ensure(Duration::from_secs(3600)).await.unwrap();
+        let token = signer.sign(&claims()).await.unwrap();
+        assert!(late.verify(&token, ISSUER, Some(AUDIENCE)).await.is_some());
+        // A forged kid within the window does not read the store again.
+        let other = Keys::new(Arc::new(MemoryStore::new()), "default");
+        other.ensure(Duration::from_secs(3600)).await.unwrap();
+        let foreign = other.sign(&claims()).await.unwrap();
+        assert!(
+            late.verify(&foreign, ISSUER, Some(AUDIENCE))
+                .await
+                .is_none()
+        );
+    }
+
+    /// A key from an earlier rotation period is retired (still published until its tokens
+    /// expire) and the period's key takes over.
+    #[tokio::test]
+    async fn a_key_from_an_earlier_period_is_rotated() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let then = unix_now() - KEY_ROTATION.as_secs();
+        store
+            .put_signing_key(&generate("default", "old-key".into(), then).unwrap())
+            .await
+            .unwrap();
+        let keys = Keys::new(store.clone(), "default");
+        keys.ensure(Duration::from_secs(900)).await.unwrap();
+        let rows = store
+            .list_signing_keys("default", unix_now())
+            .await
+            .unwrap();
+        let old = rows.iter().find(|r| r.kid == "old-key").unwrap();
+        assert!(old.not_after.is_some_and(|t| t > unix_now()));
+        let token = keys.sign(&claims()).await.unwrap();
+        let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+        assert_eq!(kid, period_kid(unix_now()));
+        assert_eq!(
+            keys.jwks().await.unwrap()["keys"].as_array().unwrap().len(),
+            2
         );
     }
 

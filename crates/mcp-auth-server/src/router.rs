@@ -10,7 +10,7 @@ use crate::ratelimit::{Limiter, Quota};
 
 use crate::cimd::DocumentFetcher;
 use crate::config::ServerConfig;
-use crate::handlers::{self, AppState};
+use crate::handlers::{self, AbortOnDrop, AppState};
 use crate::keys::{KeyError, Keys};
 use crate::login::{IdentityProvider, LocalAccounts};
 use crate::store::Store;
@@ -23,7 +23,9 @@ pub struct AuthorizationServer {
 
 impl AuthorizationServer {
     /// Builds the server over `store`, with local accounts for login; loads (or creates) the
-    /// signing keys.
+    /// signing keys, and reloads them every [`KEY_RELOAD`](crate::keys::KEY_RELOAD) while
+    /// the server (any clone of its state or router) lives, so that instances sharing a
+    /// store follow each other's key rotations. Call it inside a Tokio runtime.
     pub async fn new(config: ServerConfig, store: Arc<dyn Store>) -> Result<Self, KeyError> {
         let idp: Arc<dyn IdentityProvider> = Arc::new(LocalAccounts::new(store.clone()));
         Self::with_identity_provider(config, store, idp).await
@@ -38,6 +40,7 @@ impl AuthorizationServer {
         let keys = Keys::new(store.clone(), config.tenant.clone());
         keys.ensure(config.ttls.access_token).await?;
         let cimd = DocumentFetcher::new(config.client_id_metadata_documents.clone());
+        let reloader = Arc::new(AbortOnDrop(keys.spawn_reloader()));
         Ok(Self {
             state: AppState {
                 config: Arc::new(config),
@@ -45,6 +48,7 @@ impl AuthorizationServer {
                 keys,
                 idp,
                 cimd,
+                _reloader: reloader,
             },
         })
     }
