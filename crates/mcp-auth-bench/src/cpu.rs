@@ -13,6 +13,9 @@ pub struct CpuTicks {
     pub sqlite: u64,
     /// The load generator's runtime (`bench-load`).
     pub load: u64,
+    /// The processes of a networked store on this machine (`redis-server`, `postgres`):
+    /// part of what an operation costs the server.
+    pub backend: u64,
 }
 
 /// `USER_HZ`: fixed at 100 by the Linux ABI on every architecture Rust targets there.
@@ -26,6 +29,7 @@ impl CpuTicks {
             server: self.server.saturating_sub(earlier.server),
             sqlite: self.sqlite.saturating_sub(earlier.sqlite),
             load: self.load.saturating_sub(earlier.load),
+            backend: self.backend.saturating_sub(earlier.backend),
         }
     }
 
@@ -34,11 +38,14 @@ impl CpuTicks {
         ticks as f64 / TICKS_PER_SEC / secs * 100.0
     }
 
-    /// The server's CPU time (its runtime and SQLite's threads) per operation, in
+    /// The server's CPU time (its runtime, SQLite's threads or the Redis/PostgreSQL server
+    /// processes) per operation, in
     /// microseconds: what an operation costs the server, whatever share of the machine it
     /// got. On a machine shared with other work this moves less than ops/s does.
     pub fn server_micros_per_op(&self, ops: usize) -> Option<f64> {
-        (ops > 0).then(|| (self.server + self.sqlite) as f64 / TICKS_PER_SEC * 1e6 / ops as f64)
+        (ops > 0).then(|| {
+            (self.server + self.sqlite + self.backend) as f64 / TICKS_PER_SEC * 1e6 / ops as f64
+        })
     }
 }
 
@@ -70,7 +77,40 @@ pub fn snapshot() -> Option<CpuTicks> {
         };
         *slot += user + sys;
     }
+    t.backend = backend_ticks();
     Some(t)
+}
+
+/// CPU time of every `redis-server` and `postgres` process on the machine (those of a
+/// networked store; idle ones add next to nothing).
+#[cfg(target_os = "linux")]
+fn backend_ticks() -> u64 {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut total = 0;
+    for entry in procs.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        if comm != "redis-server" && comm != "postgres" {
+            continue;
+        }
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+        if let (Some(user), Some(sys)) = (ticks(11), ticks(12)) {
+            total += user + sys;
+        }
+    }
+    total
 }
 
 #[cfg(not(target_os = "linux"))]

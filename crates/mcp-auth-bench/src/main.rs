@@ -237,6 +237,9 @@ fn print_setup(args: &Args, issuer: &str, server: Option<&InProcess>) {
                 .display()
         ),
         (Some(_), StoreKind::Memory) => "memory (nothing persisted)".to_owned(),
+        (Some(s), StoreKind::Redis | StoreKind::Postgres) => {
+            s.networked.clone().unwrap_or_default()
+        }
     };
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
@@ -263,7 +266,7 @@ fn print_header(with_round: bool) {
     let round = if with_round { " round |" } else { "" };
     let rule = if with_round { "---|" } else { "" };
     println!(
-        "|{round} scenario | ops/s | p50 | p99 | errors | CPU server | CPU SQLite | CPU load | server CPU/op | writes/commit |"
+        "|{round} scenario | ops/s | p50 | p99 | errors | CPU server | CPU store | CPU load | server CPU/op | writes/commit |"
     );
     println!("|{rule}---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
 }
@@ -276,7 +279,7 @@ fn print_row(s: Scenario, o: &Outcome, in_process: bool, round: Option<usize>) {
     let window = o.window.as_secs_f64();
     let pct = |t: u64| format!("{:.0}%", CpuTicks::percent(t, window));
     let (srv, sql, ld) = match o.cpu {
-        Some(c) if in_process => (pct(c.server), pct(c.sqlite), pct(c.load)),
+        Some(c) if in_process => (pct(c.server), pct(c.sqlite + c.backend), pct(c.load)),
         Some(c) => ("-".into(), "-".into(), pct(c.load)),
         None => ("-".into(), "-".into(), "-".into()),
     };

@@ -31,6 +31,48 @@ pub enum StoreKind {
     Sqlite,
     /// `MemoryStore`: nothing persisted; shows what the store costs.
     Memory,
+    /// `RedisStore` on `MCP_AUTH_TEST_REDIS_URL` (default `redis://127.0.0.1:6379/15`),
+    /// under a fresh key prefix.
+    Redis,
+    /// `PostgresStore` on `MCP_AUTH_TEST_POSTGRES_URL` (default
+    /// `postgres://mcp_auth:mcp_auth@127.0.0.1:5432/mcp_auth_test`), in a fresh schema.
+    Postgres,
+}
+
+/// A name no earlier run used: the run's key prefix or schema.
+fn run_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("bench_{}_{nanos:x}", std::process::id())
+}
+
+/// The store of a networked backend, and what to print about it.
+async fn networked(kind: StoreKind) -> Result<(Arc<dyn Store>, String), Error> {
+    match kind {
+        StoreKind::Redis => {
+            let url = std::env::var("MCP_AUTH_TEST_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379/15".into());
+            let prefix = format!("mcp-auth-{}:", run_name());
+            let store = mcp_auth_store_redis::RedisStore::connect_with(
+                mcp_auth_store_redis::RedisOptions::new(url.clone()).prefix(prefix.clone()),
+            )
+            .await?;
+            Ok((Arc::new(store), format!("redis {url}, key prefix {prefix}")))
+        }
+        StoreKind::Postgres => {
+            let url = std::env::var("MCP_AUTH_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+                "postgres://mcp_auth:mcp_auth@127.0.0.1:5432/mcp_auth_test".into()
+            });
+            let schema = run_name();
+            let store = mcp_auth_store_postgres::PostgresStore::connect_with(
+                mcp_auth_store_postgres::PostgresOptions::new(url).schema(schema.clone()),
+            )
+            .await?;
+            Ok((Arc::new(store), format!("postgres, schema {schema}")))
+        }
+        StoreKind::Sqlite | StoreKind::Memory => Err("not a networked store".into()),
+    }
 }
 
 /// The running server. Its runtime lives as long as this value.
@@ -39,6 +81,8 @@ pub struct InProcess {
     pub addr: SocketAddr,
     /// The database file, for `--store sqlite`.
     pub db_path: Option<PathBuf>,
+    /// Where a Redis or PostgreSQL store keeps its rows.
+    pub networked: Option<String>,
     sqlite: Option<SqliteStore>,
     // Dropped in this order: the runtime (and the server and store with it), then the
     // database's directory.
@@ -61,17 +105,23 @@ impl InProcess {
                     .prefix("mcp-auth-bench-")
                     .tempdir_in(db_parent)?,
             ),
-            StoreKind::Memory => None,
+            StoreKind::Memory | StoreKind::Redis | StoreKind::Postgres => None,
         };
         let db_path = db_dir.as_ref().map(|d| d.path().join("server.db"));
-        let (addr, sqlite) = runtime.block_on(async {
+        let (addr, sqlite, networked) = runtime.block_on(async {
             let sqlite = match &db_path {
                 Some(path) => Some(SqliteStore::open(path).await?),
                 None => None,
             };
-            let store: Arc<dyn Store> = match &sqlite {
-                Some(s) => Arc::new(s.clone()),
-                None => Arc::new(MemoryStore::new()),
+            let mut networked_store = None;
+            let store: Arc<dyn Store> = match (&sqlite, store) {
+                (Some(s), _) => Arc::new(s.clone()),
+                (None, StoreKind::Redis | StoreKind::Postgres) => {
+                    let (st, what) = networked(store).await?;
+                    networked_store = Some(what);
+                    st
+                }
+                (None, _) => Arc::new(MemoryStore::new()),
             };
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
@@ -83,11 +133,12 @@ impl InProcess {
                     eprintln!("mcp-auth-bench: the server stopped: {e}");
                 }
             });
-            Ok::<_, Error>((addr, sqlite))
+            Ok::<_, Error>((addr, sqlite, networked_store))
         })?;
         Ok(Self {
             addr,
             db_path,
+            networked,
             sqlite,
             runtime,
             _db_dir: db_dir,

@@ -83,7 +83,8 @@ pub enum Command {
         /// The issuer identifier, exactly (default http://ADDR:PORT, no trailing slash).
         #[arg(long, value_name = "URL")]
         issuer: Option<String>,
-        /// Storage: sqlite:PATH (default: server.db in the data directory).
+        /// Storage: sqlite:PATH (default: server.db in the data directory),
+        /// redis://HOST:PORT/DB or postgres://USER@HOST:PORT/DB.
         #[arg(long, value_name = "URL")]
         store: Option<String>,
         /// Approve every authorization without a login page (loopback only; tests and
@@ -104,7 +105,8 @@ pub enum Command {
     Users {
         #[command(subcommand)]
         command: UsersCommand,
-        /// Storage: sqlite:PATH (default: server.db in the data directory).
+        /// Storage: sqlite:PATH (default: server.db in the data directory),
+        /// redis://HOST:PORT/DB or postgres://USER@HOST:PORT/DB.
         #[arg(long, value_name = "URL", global = true)]
         store: Option<String>,
     },

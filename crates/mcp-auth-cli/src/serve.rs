@@ -20,14 +20,25 @@ use mcp_auth_store_sqlite::SqliteStore;
 use mcp_auth_types::{Issuer, ResourceUrl};
 use serde_json::{Value, json};
 
-/// Opens the store named by `--store` (`sqlite:PATH`, a bare path, or the default file).
+/// Opens the store named by `--store`: `sqlite:PATH` or a bare path (default: `server.db`
+/// in the data directory), `redis://HOST:PORT/DB[?prefix=P]` (feature `redis`), or
+/// `postgres://USER@HOST:PORT/DB[?schema=S]` (feature `postgres`; the password from the URL
+/// or `PGPASSWORD`). Fails, so that the server refuses to start, when the service is
+/// unreachable.
 pub async fn open_store(spec: Option<&str>, home: &Path) -> Result<Arc<dyn Store>> {
     let path: PathBuf = match spec {
         None => home.join("server.db"),
+        Some(s) if s.starts_with("redis://") || s.starts_with("rediss://") => {
+            return open_redis(s).await;
+        }
+        Some(s) if s.starts_with("postgres://") || s.starts_with("postgresql://") => {
+            return open_postgres(s).await;
+        }
         Some(s) => match s.strip_prefix("sqlite:") {
             Some(p) => PathBuf::from(p.trim_start_matches("//")),
             None if s.contains("://") => bail!(
-                "--store {s:?}: this build supports sqlite:PATH (Redis and PostgreSQL come with the scale-out backends)"
+                "--store {}: unknown kind of store; use sqlite:PATH, redis://HOST:PORT/DB or postgres://USER@HOST:PORT/DB",
+                redact(s)
             ),
             None => PathBuf::from(s),
         },
@@ -39,6 +50,89 @@ pub async fn open_store(spec: Option<&str>, home: &Path) -> Result<Arc<dyn Store
         .await
         .with_context(|| format!("opening the SQLite store {}", path.display()))?;
     Ok(Arc::new(store))
+}
+
+/// A store URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "(an unparseable URL)".into(),
+    }
+}
+
+#[cfg(any(feature = "redis", feature = "postgres"))]
+/// Takes our own query parameter `name` out of a store URL (the drivers refuse unknown
+/// ones): `(URL without it, its value)`.
+fn take_param(url: &str, name: &str) -> Result<(String, Option<String>)> {
+    let mut u = url::Url::parse(url).map_err(|e| anyhow!("--store {}: {e}", redact(url)))?;
+    let mut value = None;
+    let rest: Vec<(String, String)> = u
+        .query_pairs()
+        .into_owned()
+        .filter(|(k, v)| {
+            if k == name {
+                value = Some(v.clone());
+                false
+            } else {
+                true
+            }
+        })
+        .collect();
+    if rest.is_empty() {
+        u.set_query(None);
+    } else {
+        u.query_pairs_mut().clear().extend_pairs(rest);
+    }
+    Ok((u.to_string(), value))
+}
+
+#[cfg(feature = "redis")]
+async fn open_redis(url: &str) -> Result<Arc<dyn Store>> {
+    // `?prefix=P`: the keys' prefix (default `mcp-auth:`), so that several deployments can
+    // share one Redis database.
+    let (bare, prefix) = take_param(url, "prefix")?;
+    let mut options = mcp_auth_store_redis::RedisOptions::new(bare);
+    if let Some(p) = prefix {
+        options = options.prefix(p);
+    }
+    let store = mcp_auth_store_redis::RedisStore::connect_with(options)
+        .await
+        .with_context(|| format!("opening the Redis store {}", redact(url)))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn open_redis(url: &str) -> Result<Arc<dyn Store>> {
+    bail!(
+        "--store {}: this build has no Redis backend (build mcp-auth with the `redis` feature)",
+        redact(url)
+    )
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str) -> Result<Arc<dyn Store>> {
+    // `?schema=S`: the schema holding the tables (default `public`).
+    let (bare, schema) = take_param(url, "schema")?;
+    let mut options = mcp_auth_store_postgres::PostgresOptions::new(bare);
+    if let Some(s) = schema {
+        options = options.schema(s);
+    }
+    let store = mcp_auth_store_postgres::PostgresStore::connect_with(options)
+        .await
+        .with_context(|| format!("opening the PostgreSQL store {}", redact(url)))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(url: &str) -> Result<Arc<dyn Store>> {
+    bail!(
+        "--store {}: this build has no PostgreSQL backend (build mcp-auth with the `postgres` feature)",
+        redact(url)
+    )
 }
 
 /// What `serve` needs (command-line flags; the configuration file fills what they leave).
@@ -403,4 +497,40 @@ pub async fn demo(headless: bool) -> Result<()> {
     .await;
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_never_show_their_password() {
+        assert_eq!(
+            redact("redis://:hunter2@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact("postgres://u:hunter2@db:5432/x"),
+            "postgres://u:***@db:5432/x"
+        );
+        assert_eq!(redact("postgres://u@db/x"), "postgres://u@db/x");
+        assert!(!redact("not a url hunter2").contains("hunter2"));
+    }
+
+    #[cfg(any(feature = "redis", feature = "postgres"))]
+    #[test]
+    fn our_parameters_are_taken_out_of_store_urls() {
+        let (u, p) = take_param("redis://h:1/2?prefix=a:b:&x=1", "prefix").unwrap();
+        assert_eq!(
+            (u.as_str(), p.as_deref()),
+            ("redis://h:1/2?x=1", Some("a:b:"))
+        );
+        let (u, p) = take_param("postgres://u@h/db?schema=s1", "schema").unwrap();
+        assert_eq!(
+            (u.as_str(), p.as_deref()),
+            ("postgres://u@h/db", Some("s1"))
+        );
+        let (u, p) = take_param("postgres://u@h/db", "schema").unwrap();
+        assert_eq!((u.as_str(), p), ("postgres://u@h/db", None));
+    }
 }

@@ -1,0 +1,729 @@
+//! [`RedisStore`]: the [`Store`] methods as Redis commands and scripts.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mcp_auth_server::store::{
+    ClientRow, CodeRow, ConsentRow, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS, RefreshRow,
+    Rotate, SigningKeyRow, Store, StoreError, TakeCode, UserRow, check_refresh_successor,
+    spawn_sweeper, unix_now,
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{FromRedisValue, IntoConnectionInfo, RedisError, ScriptInvocation};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
+
+use crate::keys::{Keys, TenantKeys};
+use crate::options::{Clock, RedisOptions};
+use crate::scripts;
+
+/// The longest key TTL the store sets, in seconds (about 34,000 years): far beyond any
+/// row's life, and far below what `EXPIRE` accepts.
+const MAX_TTL: u64 = 1 << 40;
+
+/// How many expired rows one sweep script deletes before letting other commands run.
+const SWEEP_BATCH: usize = 500;
+
+/// A [`Store`] in Redis. Cheap to clone: clones share one multiplexed connection.
+///
+/// See the [crate docs](crate) for the key layout, atomicity and expiry.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    keys: Keys,
+    /// `host:port/db`, for errors and `Debug`; never the password.
+    addr: String,
+    /// The longest one call may take: a connection attempt plus an answer.
+    deadline: Duration,
+    ttl_margin: u64,
+    clock: Clock,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("addr", &self.addr)
+            .field("keys", &self.keys)
+            .field("deadline", &self.deadline)
+            .field("ttl_margin", &self.ttl_margin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What went wrong talking to Redis. The address, never the password.
+#[derive(Debug, thiserror::Error)]
+enum RedisStoreError {
+    #[error("invalid Redis URL {url} (expected redis://[USER:PASSWORD@]HOST:PORT/DB)")]
+    Url { url: String },
+    #[error("cannot connect to Redis at {addr}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: RedisError,
+    },
+    #[error("cannot connect to Redis at {addr}: no answer within {timeout:?}")]
+    ConnectTimeout { addr: String, timeout: Duration },
+    #[error("Redis at {addr} failed during {op}")]
+    Command {
+        addr: String,
+        op: &'static str,
+        #[source]
+        source: RedisError,
+    },
+    #[error("Redis at {addr} did not answer {op} within {timeout:?}")]
+    Timeout {
+        addr: String,
+        op: &'static str,
+        timeout: Duration,
+    },
+    #[error("Redis at {addr} gave an unexpected answer to {op}: {answer}")]
+    Unexpected {
+        addr: String,
+        op: &'static str,
+        answer: String,
+    },
+}
+
+fn backend(e: RedisStoreError) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://[USER:PASSWORD@]HOST:PORT/DB`) with the default
+    /// [`RedisOptions`].
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(RedisOptions::new(url)).await
+    }
+
+    /// Connects as `options` say, and checks the server answers (`PING`), so a server
+    /// configured with an unreachable Redis refuses to start. The error names the address,
+    /// never the password.
+    ///
+    /// The connection is multiplexed and reconnects by itself: after an outage, calls fail
+    /// with [`StoreError::Backend`] within the timeouts, and succeed again once Redis is
+    /// back, with the same store.
+    pub async fn connect_with(options: RedisOptions) -> Result<Self, StoreError> {
+        let redacted = crate::options::redact_url(&options.url);
+        let info = options
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|_| backend(RedisStoreError::Url { url: redacted }))?;
+        let addr = format!("{}/{}", info.addr(), info.redis_settings().db());
+        let client = redis::Client::open(info).map_err(|source| {
+            backend(RedisStoreError::Connect {
+                addr: addr.clone(),
+                source,
+            })
+        })?;
+        // Few, short retries: a call waiting for a reconnection must still end within
+        // its deadline, and the next call starts a new attempt anyway.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_response_timeout(Some(options.response_timeout))
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|source| {
+            backend(RedisStoreError::Connect {
+                addr: addr.clone(),
+                source,
+            })
+        })?;
+        let store = Self {
+            conn,
+            keys: Keys::new(&options.prefix),
+            addr,
+            deadline: options.connect_timeout + options.response_timeout,
+            ttl_margin: options.ttl_margin,
+            clock: options.clock,
+        };
+        let mut conn = store.conn.clone();
+        let ping_cmd = redis::cmd("PING");
+        let ping = ping_cmd.query_async::<String>(&mut conn);
+        match tokio::time::timeout(store.deadline, ping).await {
+            Ok(Ok(_)) => Ok(store),
+            Ok(Err(source)) => Err(backend(RedisStoreError::Connect {
+                addr: store.addr.clone(),
+                source,
+            })),
+            Err(_) => Err(backend(RedisStoreError::ConnectTimeout {
+                addr: store.addr.clone(),
+                timeout: store.deadline,
+            })),
+        }
+    }
+
+    /// Deletes expired rows ([`Store::sweep`]) every `interval`, the first time at once,
+    /// with the time from the system clock, until the task is aborted.
+    pub fn spawn_sweeper(&self, interval: Duration) -> JoinHandle<()> {
+        spawn_sweeper(Arc::new(self.clone()), interval, unix_now)
+    }
+
+    /// The key TTL, in seconds, of a row expiring at `expires_at`: the time left by the
+    /// TTL clock plus the margin, at least 1 s (a row already expired by that clock is
+    /// kept for the margin, then Redis drops it; reads compare with their `now`).
+    fn ttl(&self, expires_at: u64) -> u64 {
+        expires_at
+            .saturating_sub((self.clock)())
+            .saturating_add(self.ttl_margin)
+            .clamp(1, MAX_TTL)
+    }
+
+    /// Runs one Redis call within the deadline.
+    async fn call<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.deadline, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(source)) => Err(backend(RedisStoreError::Command {
+                addr: self.addr.clone(),
+                op,
+                source,
+            })),
+            Err(_) => Err(backend(RedisStoreError::Timeout {
+                addr: self.addr.clone(),
+                op,
+                timeout: self.deadline,
+            })),
+        }
+    }
+
+    async fn script<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        self.call(op, invocation.invoke_async(&mut conn)).await
+    }
+
+    async fn cmd<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        self.call(op, cmd.query_async(&mut conn)).await
+    }
+
+    /// The `row` field of a hash.
+    async fn get_row<T: DeserializeOwned>(
+        &self,
+        op: &'static str,
+        what: &'static str,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let json: Option<String> = self.cmd(op, redis::cmd("HGET").arg(key).arg("row")).await?;
+        json.map(|j| decode(what, &j)).transpose()
+    }
+
+    fn unexpected(&self, op: &'static str, answer: impl fmt::Debug) -> StoreError {
+        // A script and this code disagree: a bug, or another version of the store sharing
+        // the prefix.
+        tracing::warn!(addr = %self.addr, op, "unexpected answer from a Redis script");
+        backend(RedisStoreError::Unexpected {
+            addr: self.addr.clone(),
+            op,
+            answer: format!("{answer:?}"),
+        })
+    }
+
+    /// Writes a row with the `PUT` script: `nx` refuses an existing key (returns false).
+    async fn put(
+        &self,
+        op: &'static str,
+        nx: bool,
+        key: &str,
+        expires_at: Option<u64>,
+        indexes: &[(&str, &str)],
+        fields: &[(&str, &str)],
+    ) -> Result<bool, StoreError> {
+        let mut inv = scripts::PUT.prepare_invoke();
+        inv.key(key).key(self.keys.expiry());
+        for (_, set) in indexes {
+            inv.key(*set);
+        }
+        inv.arg(if nx { "nx" } else { "replace" });
+        push_expiry(&mut inv, expires_at.map(|e| (e, self.ttl(e))));
+        for (name, value) in fields.iter().chain(indexes) {
+            inv.arg(*name).arg(*value);
+        }
+        let written: i64 = self.script(op, &inv).await?;
+        Ok(written == 1)
+    }
+
+    fn revocation_until(&self, now: u64) -> (u64, u64) {
+        let till = now.saturating_add(REVOKED_FAMILY_RETENTION_SECS);
+        (till, self.ttl(till))
+    }
+}
+
+/// Pushes `exp, ttl` (both empty for "never") onto a script's arguments.
+fn push_expiry(inv: &mut ScriptInvocation<'_>, expiry: Option<(u64, u64)>) {
+    match expiry {
+        Some((exp, ttl)) => inv.arg(exp.to_string()).arg(ttl.to_string()),
+        None => inv.arg("").arg(""),
+    };
+}
+
+fn encode(what: &'static str, row: &impl Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(row).map_err(|e| StoreError::Corrupt {
+        what,
+        source: Box::new(e),
+    })
+}
+
+fn decode<T: DeserializeOwned>(what: &'static str, json: &str) -> Result<T, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+        what,
+        source: Box::new(e),
+    })
+}
+
+fn parse_u64(what: &'static str, s: &str) -> Result<u64, StoreError> {
+    s.parse().map_err(|e| StoreError::Corrupt {
+        what,
+        source: Box::new(e),
+    })
+}
+
+/// The fields of a refresh token row.
+struct RefreshFields {
+    key: String,
+    json: String,
+    family_set: String,
+    by_client: String,
+}
+
+impl RefreshFields {
+    fn new(t: &TenantKeys, row: &RefreshRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            key: t.refresh(&row.token_hash),
+            json: encode("refresh token", row)?,
+            family_set: t.family(&row.family_id),
+            by_client: t.by_client(&row.client_id),
+        })
+    }
+
+    /// The field/value pairs of the hash.
+    fn push(&self, inv: &mut ScriptInvocation<'_>, row: &RefreshRow) {
+        inv.arg("row")
+            .arg(&self.json)
+            .arg("exp")
+            .arg(row.expires_at.to_string())
+            .arg("family")
+            .arg(&row.family_id)
+            .arg("client")
+            .arg(&row.client_id)
+            .arg("fidx")
+            .arg(&self.family_set)
+            .arg("cidx")
+            .arg(&self.by_client);
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn put_client(&self, row: &ClientRow) -> Result<(), StoreError> {
+        let t = self.keys.tenant(&row.tenant);
+        let json = encode("client", row)?;
+        let key = t.client(&row.client_id);
+        self.put(
+            "put_client",
+            false,
+            &key,
+            row.expires_at,
+            &[],
+            &[("row", &json)],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn get_client(
+        &self,
+        tenant: &str,
+        client_id: &str,
+        now: u64,
+    ) -> Result<Option<ClientRow>, StoreError> {
+        let key = self.keys.tenant(tenant).client(client_id);
+        let row: Option<ClientRow> = self.get_row("get_client", "client", &key).await?;
+        Ok(row.filter(|c| c.expires_at.is_none_or(|e| now < e)))
+    }
+
+    async fn delete_client(&self, tenant: &str, client_id: &str) -> Result<bool, StoreError> {
+        let t = self.keys.tenant(tenant);
+        let mut inv = scripts::DELETE_CLIENT.prepare_invoke();
+        inv.key(t.client(client_id))
+            .key(t.by_client(client_id))
+            .key(self.keys.expiry())
+            .arg(client_id);
+        let existed: i64 = self.script("delete_client", &inv).await?;
+        Ok(existed == 1)
+    }
+
+    async fn put_user(&self, row: &UserRow) -> Result<(), StoreError> {
+        let key = self.keys.tenant(&row.tenant).user(&row.username);
+        let json = encode("user", row)?;
+        self.put("put_user", false, &key, None, &[], &[("row", &json)])
+            .await
+            .map(drop)
+    }
+
+    async fn get_user(&self, tenant: &str, username: &str) -> Result<Option<UserRow>, StoreError> {
+        let key = self.keys.tenant(tenant).user(username);
+        self.get_row("get_user", "user", &key).await
+    }
+
+    async fn put_code(&self, row: &CodeRow) -> Result<(), StoreError> {
+        let t = self.keys.tenant(&row.tenant);
+        let key = t.code(&row.code_hash);
+        let json = encode("authorization code", row)?;
+        let exp = row.expires_at.to_string();
+        let by_client = t.by_client(&row.client_id);
+        let fields = [
+            ("row", json.as_str()),
+            ("exp", &exp),
+            ("family", &row.family_id),
+            ("client", &row.client_id),
+        ];
+        let indexes = [("cidx", by_client.as_str())];
+        let written = self
+            .put(
+                "put_code",
+                true,
+                &key,
+                Some(row.expires_at),
+                &indexes,
+                &fields,
+            )
+            .await?;
+        if written {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict("authorization code"))
+        }
+    }
+
+    async fn take_code(
+        &self,
+        tenant: &str,
+        code_hash: &str,
+        now: u64,
+    ) -> Result<TakeCode, StoreError> {
+        let mut inv = scripts::TAKE_CODE.prepare_invoke();
+        inv.key(self.keys.tenant(tenant).code(code_hash))
+            .arg(now.to_string());
+        let answer: Vec<String> = self.script("take_code", &inv).await?;
+        match answer.as_slice() {
+            [s] if s == "missing" => Ok(TakeCode::Missing),
+            [s, row] if s == "taken" => Ok(TakeCode::Taken(decode("authorization code", row)?)),
+            [s, family_id, client_id] if s == "replayed" => Ok(TakeCode::Replayed {
+                family_id: family_id.clone(),
+                client_id: client_id.clone(),
+            }),
+            _ => Err(self.unexpected("take_code", answer)),
+        }
+    }
+
+    async fn put_refresh(&self, row: &RefreshRow) -> Result<(), StoreError> {
+        let t = self.keys.tenant(&row.tenant);
+        let f = RefreshFields::new(&t, row)?;
+        let mut inv = scripts::PUT_REFRESH.prepare_invoke();
+        inv.key(&f.key)
+            .key(self.keys.expiry())
+            .key(t.revoked(&row.family_id))
+            .key(&f.family_set)
+            .key(&f.by_client);
+        push_expiry(&mut inv, Some((row.expires_at, self.ttl(row.expires_at))));
+        f.push(&mut inv, row);
+        let answer: String = self.script("put_refresh", &inv).await?;
+        match answer.as_str() {
+            "ok" => Ok(()),
+            "revoked" => Err(StoreError::FamilyRevoked),
+            "conflict" => Err(StoreError::Conflict("refresh token")),
+            _ => Err(self.unexpected("put_refresh", answer)),
+        }
+    }
+
+    async fn get_refresh(
+        &self,
+        tenant: &str,
+        token_hash: &str,
+        now: u64,
+    ) -> Result<Option<RefreshRow>, StoreError> {
+        let key = self.keys.tenant(tenant).refresh(token_hash);
+        let (json, rotated): (Option<String>, Option<String>) = self
+            .cmd(
+                "get_refresh",
+                redis::cmd("HMGET").arg(&key).arg("row").arg("rotated"),
+            )
+            .await?;
+        if rotated.is_some() {
+            return Ok(None);
+        }
+        let row: Option<RefreshRow> = json.map(|j| decode("refresh token", &j)).transpose()?;
+        Ok(row.filter(|r| now < r.expires_at))
+    }
+
+    async fn rotate_refresh(
+        &self,
+        tenant: &str,
+        old_hash: &str,
+        new_row: &RefreshRow,
+        now: u64,
+    ) -> Result<Rotate, StoreError> {
+        let t = self.keys.tenant(tenant);
+        let f = RefreshFields::new(&t, new_row)?;
+        let (till, till_ttl) = self.revocation_until(now);
+        let mut inv = scripts::ROTATE.prepare_invoke();
+        inv.key(t.refresh(old_hash))
+            .key(&f.key)
+            .key(self.keys.expiry())
+            .key(&f.family_set)
+            .key(&f.by_client)
+            .arg(now.to_string())
+            .arg(t.base())
+            .arg(if new_row.tenant == tenant { "1" } else { "0" })
+            .arg(&new_row.family_id)
+            .arg(&new_row.client_id)
+            .arg(till.to_string())
+            .arg(till_ttl.to_string());
+        push_expiry(
+            &mut inv,
+            Some((new_row.expires_at, self.ttl(new_row.expires_at))),
+        );
+        f.push(&mut inv, new_row);
+        let answer: Vec<String> = self.script("rotate_refresh", &inv).await?;
+        match answer.as_slice() {
+            [s, old] if s == "rotated" => Ok(Rotate::Rotated(decode("refresh token", old)?)),
+            [s, family_id] if s == "reused" => Ok(Rotate::Reused {
+                family_id: family_id.clone(),
+            }),
+            [s] if s == "invalid" => Ok(Rotate::Invalid),
+            [s] if s == "conflict" => Err(StoreError::Conflict("refresh token")),
+            [s, old] if s == "bad" => {
+                let old: RefreshRow = decode("refresh token", old)?;
+                check_refresh_successor(tenant, &old, new_row)?;
+                // The script and `check_refresh_successor` disagree: refuse anyway.
+                Err(StoreError::InvalidRow("new refresh token does not fit"))
+            }
+            _ => Err(self.unexpected("rotate_refresh", answer)),
+        }
+    }
+
+    async fn revoke_family(
+        &self,
+        tenant: &str,
+        family_id: &str,
+        now: u64,
+    ) -> Result<usize, StoreError> {
+        let t = self.keys.tenant(tenant);
+        let (till, till_ttl) = self.revocation_until(now);
+        let mut inv = scripts::REVOKE_FAMILY.prepare_invoke();
+        inv.key(t.family(family_id))
+            .key(t.revoked(family_id))
+            .key(self.keys.expiry())
+            .arg(family_id)
+            .arg(till.to_string())
+            .arg(till_ttl.to_string());
+        self.script("revoke_family", &inv).await
+    }
+
+    async fn revoke_access(
+        &self,
+        tenant: &str,
+        jti: &str,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        let mut inv = scripts::REVOKE_ACCESS.prepare_invoke();
+        inv.key(self.keys.tenant(tenant).access(jti))
+            .key(self.keys.expiry());
+        push_expiry(&mut inv, Some((expires_at, self.ttl(expires_at))));
+        self.script::<i64>("revoke_access", &inv).await.map(drop)
+    }
+
+    async fn is_access_revoked(&self, tenant: &str, jti: &str) -> Result<bool, StoreError> {
+        let key = self.keys.tenant(tenant).access(jti);
+        self.cmd("is_access_revoked", redis::cmd("EXISTS").arg(key))
+            .await
+    }
+
+    async fn put_signing_key(&self, row: &SigningKeyRow) -> Result<(), StoreError> {
+        let t = self.keys.tenant(&row.tenant);
+        let key = t.signing_key(&row.kid);
+        let set = t.signing_keys();
+        let json = encode("signing key", row)?;
+        let exp = row.not_after.map(|n| n.to_string());
+        let mut fields = vec![("row", json.as_str())];
+        if let Some(exp) = &exp {
+            fields.push(("exp", exp));
+        }
+        let indexes = [("kidx", set.as_str())];
+        // The existence check and the write are one script: of instances racing to add a
+        // key, exactly one succeeds; the others see `Conflict` and load the winner's key.
+        let written = self
+            .put(
+                "put_signing_key",
+                true,
+                &key,
+                row.not_after,
+                &indexes,
+                &fields,
+            )
+            .await?;
+        if written {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict("signing key"))
+        }
+    }
+
+    async fn list_signing_keys(
+        &self,
+        tenant: &str,
+        now: u64,
+    ) -> Result<Vec<SigningKeyRow>, StoreError> {
+        let mut inv = scripts::LIST_KEYS.prepare_invoke();
+        inv.key(self.keys.tenant(tenant).signing_keys());
+        let flat: Vec<String> = self.script("list_signing_keys", &inv).await?;
+        let mut keys = Vec::with_capacity(flat.len() / 2);
+        for pair in flat.chunks_exact(2) {
+            let mut key: SigningKeyRow = decode("signing key", &pair[0])?;
+            // `exp` is authoritative: retiring a key sets it without rewriting the JSON.
+            key.not_after = match pair[1].as_str() {
+                "" => None,
+                n => Some(parse_u64("signing key not_after", n)?),
+            };
+            if key.not_after.is_none_or(|n| now < n) {
+                keys.push(key);
+            }
+        }
+        keys.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.kid.cmp(&b.kid)));
+        Ok(keys)
+    }
+
+    async fn retire_signing_key(
+        &self,
+        tenant: &str,
+        kid: &str,
+        not_after: u64,
+    ) -> Result<bool, StoreError> {
+        let t = self.keys.tenant(tenant);
+        let mut inv = scripts::RETIRE_KEY.prepare_invoke();
+        inv.key(t.signing_key(kid))
+            .key(self.keys.expiry())
+            .key(t.signing_keys());
+        push_expiry(&mut inv, Some((not_after, self.ttl(not_after))));
+        let found: i64 = self.script("retire_signing_key", &inv).await?;
+        Ok(found == 1)
+    }
+
+    async fn put_pending(&self, row: &PendingAuthRow) -> Result<(), StoreError> {
+        let t = self.keys.tenant(&row.tenant);
+        let key = t.pending(&row.id);
+        let json = encode("pending request", row)?;
+        let exp = row.expires_at.to_string();
+        let by_client = t.by_client(&row.client_id);
+        let fields = [
+            ("row", json.as_str()),
+            ("exp", &exp),
+            ("client", &row.client_id),
+        ];
+        let indexes = [("cidx", by_client.as_str())];
+        self.put(
+            "put_pending",
+            false,
+            &key,
+            Some(row.expires_at),
+            &indexes,
+            &fields,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn get_pending(
+        &self,
+        tenant: &str,
+        id: &str,
+        now: u64,
+    ) -> Result<Option<PendingAuthRow>, StoreError> {
+        let key = self.keys.tenant(tenant).pending(id);
+        let row: Option<PendingAuthRow> =
+            self.get_row("get_pending", "pending request", &key).await?;
+        Ok(row.filter(|p| now < p.expires_at))
+    }
+
+    async fn take_pending(
+        &self,
+        tenant: &str,
+        id: &str,
+        now: u64,
+    ) -> Result<Option<PendingAuthRow>, StoreError> {
+        let mut inv = scripts::TAKE_PENDING.prepare_invoke();
+        inv.key(self.keys.tenant(tenant).pending(id))
+            .key(self.keys.expiry())
+            .arg(now.to_string());
+        let json: Option<String> = self.script("take_pending", &inv).await?;
+        json.map(|j| decode("pending request", &j)).transpose()
+    }
+
+    async fn put_consent(&self, row: &ConsentRow) -> Result<(), StoreError> {
+        let t = self.keys.tenant(&row.tenant);
+        let key = t.consent(&row.subject, &row.client_id);
+        let json = encode("consent", row)?;
+        let by_client = t.by_client(&row.client_id);
+        let fields = [("row", json.as_str()), ("client", &row.client_id)];
+        let indexes = [("cidx", by_client.as_str())];
+        self.put("put_consent", false, &key, None, &indexes, &fields)
+            .await
+            .map(drop)
+    }
+
+    async fn get_consent(
+        &self,
+        tenant: &str,
+        subject: &str,
+        client_id: &str,
+    ) -> Result<Option<ConsentRow>, StoreError> {
+        let key = self.keys.tenant(tenant).consent(subject, client_id);
+        self.get_row("get_consent", "consent", &key).await
+    }
+
+    async fn delete_consent(
+        &self,
+        tenant: &str,
+        subject: &str,
+        client_id: &str,
+    ) -> Result<bool, StoreError> {
+        let mut inv = scripts::DROP.prepare_invoke();
+        inv.key(self.keys.tenant(tenant).consent(subject, client_id))
+            .key(self.keys.expiry());
+        let existed: i64 = self.script("delete_consent", &inv).await?;
+        Ok(existed == 1)
+    }
+
+    async fn sweep(&self, now: u64) -> Result<usize, StoreError> {
+        // In batches, each one script: a large backlog does not block Redis for long.
+        let mut total = 0;
+        loop {
+            let mut inv = scripts::SWEEP.prepare_invoke();
+            inv.key(self.keys.expiry())
+                .arg(now.to_string())
+                .arg(SWEEP_BATCH);
+            let (deleted, handled): (usize, usize) = self.script("sweep", &inv).await?;
+            total += deleted;
+            if handled < SWEEP_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+}
