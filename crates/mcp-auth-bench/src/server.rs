@@ -47,8 +47,60 @@ fn run_name() -> String {
     format!("bench_{}_{nanos:x}", std::process::id())
 }
 
-/// The store of a networked backend, and what to print about it.
-async fn networked(kind: StoreKind) -> Result<(Arc<dyn Store>, String), Error> {
+/// What a networked store's run leaves behind, removed when the run ends: the benchmark
+/// writes hundreds of thousands of rows, which would otherwise linger for their TTLs.
+pub enum Leftovers {
+    /// Keys under this prefix in this Redis database.
+    Redis { url: String, prefix: String },
+    /// This schema of this PostgreSQL database.
+    Postgres { url: String, schema: String },
+}
+
+impl Leftovers {
+    async fn remove(&self) -> Result<(), Error> {
+        match self {
+            Leftovers::Redis { url, prefix } => {
+                let mut conn = redis::Client::open(url.as_str())?
+                    .get_multiplexed_async_connection()
+                    .await?;
+                let mut cursor: u64 = 0;
+                loop {
+                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(format!("{prefix}*"))
+                        .arg("COUNT")
+                        .arg(5000)
+                        .query_async(&mut conn)
+                        .await?;
+                    if !keys.is_empty() {
+                        redis::cmd("UNLINK")
+                            .arg(&keys)
+                            .query_async::<i64>(&mut conn)
+                            .await?;
+                    }
+                    if next == 0 {
+                        return Ok(());
+                    }
+                    cursor = next;
+                }
+            }
+            Leftovers::Postgres { url, schema } => {
+                let (client, connection) =
+                    tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+                tokio::spawn(connection);
+                // The name was made by `run_name`: letters, digits and underscores only.
+                client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The store of a networked backend, what to print about it, and what to remove after.
+async fn networked(kind: StoreKind) -> Result<(Arc<dyn Store>, String, Leftovers), Error> {
     match kind {
         StoreKind::Redis => {
             let url = std::env::var("MCP_AUTH_TEST_REDIS_URL")
@@ -58,7 +110,8 @@ async fn networked(kind: StoreKind) -> Result<(Arc<dyn Store>, String), Error> {
                 mcp_auth_store_redis::RedisOptions::new(url.clone()).prefix(prefix.clone()),
             )
             .await?;
-            Ok((Arc::new(store), format!("redis {url}, key prefix {prefix}")))
+            let what = format!("redis {url}, key prefix {prefix}");
+            Ok((Arc::new(store), what, Leftovers::Redis { url, prefix }))
         }
         StoreKind::Postgres => {
             let url = std::env::var("MCP_AUTH_TEST_POSTGRES_URL").unwrap_or_else(|_| {
@@ -66,10 +119,11 @@ async fn networked(kind: StoreKind) -> Result<(Arc<dyn Store>, String), Error> {
             });
             let schema = run_name();
             let store = mcp_auth_store_postgres::PostgresStore::connect_with(
-                mcp_auth_store_postgres::PostgresOptions::new(url).schema(schema.clone()),
+                mcp_auth_store_postgres::PostgresOptions::new(url.clone()).schema(schema.clone()),
             )
             .await?;
-            Ok((Arc::new(store), format!("postgres, schema {schema}")))
+            let what = format!("postgres, schema {schema}");
+            Ok((Arc::new(store), what, Leftovers::Postgres { url, schema }))
         }
         StoreKind::Sqlite | StoreKind::Memory => Err("not a networked store".into()),
     }
@@ -83,6 +137,7 @@ pub struct InProcess {
     pub db_path: Option<PathBuf>,
     /// Where a Redis or PostgreSQL store keeps its rows.
     pub networked: Option<String>,
+    leftovers: Option<Leftovers>,
     sqlite: Option<SqliteStore>,
     // Dropped in this order: the runtime (and the server and store with it), then the
     // database's directory.
@@ -117,8 +172,8 @@ impl InProcess {
             let store: Arc<dyn Store> = match (&sqlite, store) {
                 (Some(s), _) => Arc::new(s.clone()),
                 (None, StoreKind::Redis | StoreKind::Postgres) => {
-                    let (st, what) = networked(store).await?;
-                    networked_store = Some(what);
+                    let (st, what, left) = networked(store).await?;
+                    networked_store = Some((what, left));
                     st
                 }
                 (None, _) => Arc::new(MemoryStore::new()),
@@ -135,10 +190,12 @@ impl InProcess {
             });
             Ok::<_, Error>((addr, sqlite, networked_store))
         })?;
+        let (networked, leftovers) = networked.unzip();
         Ok(Self {
             addr,
             db_path,
             networked,
+            leftovers,
             sqlite,
             runtime,
             _db_dir: db_dir,
@@ -153,8 +210,16 @@ impl InProcess {
     /// Stops the server, giving its tasks a moment to end.
     pub fn stop(self) {
         let Self {
-            runtime, _db_dir, ..
+            runtime,
+            _db_dir,
+            leftovers,
+            ..
         } = self;
+        if let Some(left) = leftovers
+            && let Err(e) = runtime.block_on(left.remove())
+        {
+            eprintln!("mcp-auth-bench: could not remove the run's rows: {e}");
+        }
         runtime.shutdown_timeout(Duration::from_secs(2));
     }
 }

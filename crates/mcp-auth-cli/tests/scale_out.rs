@@ -37,12 +37,77 @@ fn unique(tag: &str) -> String {
     format!("{tag}_{}_{nanos:08x}", std::process::id())
 }
 
-/// `--store` for a fresh namespace of the backend.
-fn store_url(backend: &str) -> String {
-    match backend {
-        "redis" => format!("{}?prefix=mcp-auth-test:{}:", redis_url(), unique("so")),
-        "postgres" => format!("{}?schema={}", postgres_url(), unique("so")),
-        other => panic!("unknown backend {other}"),
+/// A fresh namespace of a backend: its `--store` URL, and what to remove after the test.
+struct Namespace {
+    store: String,
+    backend: &'static str,
+    name: String,
+}
+
+impl Namespace {
+    fn new(backend: &str) -> Self {
+        match backend {
+            "redis" => {
+                let name = format!("mcp-auth-test:{}:", unique("so"));
+                Self {
+                    store: format!("{}?prefix={name}", redis_url()),
+                    backend: "redis",
+                    name,
+                }
+            }
+            "postgres" => {
+                let name = unique("so");
+                Self {
+                    store: format!("{}?schema={name}", postgres_url()),
+                    backend: "postgres",
+                    name,
+                }
+            }
+            other => panic!("unknown backend {other}"),
+        }
+    }
+
+    /// Removes the test's rows (a failed test leaves them, to look at).
+    async fn remove(self) {
+        if self.backend == "redis" {
+            let mut conn = ::redis::Client::open(redis_url().as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = ::redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{}*", self.name))
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                if !keys.is_empty() {
+                    ::redis::cmd("UNLINK")
+                        .arg(&keys)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                        .unwrap();
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        } else {
+            let (client, conn) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name))
+                .await
+                .unwrap();
+        }
     }
 }
 
@@ -287,9 +352,8 @@ async fn exchange_confidential(
 
 /// Authorize on A, redeem on B; the code then fails on A (and its replay revokes what it
 /// issued, on both); a code redeemed on A fails on B.
-async fn a_flow_crosses_instances(backend: &str) {
-    let store = store_url(backend);
-    let (a, b) = (Instance::start(&store).await, Instance::start(&store).await);
+async fn a_flow_crosses_instances(store: &str) {
+    let (a, b) = (Instance::start(store).await, Instance::start(store).await);
     let (id, secret) = confidential(&a).await;
 
     let v = PkceVerifier::generate();
@@ -314,9 +378,8 @@ async fn a_flow_crosses_instances(backend: &str) {
 }
 
 /// Refresh on A, replay the old token on B: the family is revoked on both.
-async fn refresh_reuse_revokes_everywhere(backend: &str) {
-    let store = store_url(backend);
-    let (a, b) = (Instance::start(&store).await, Instance::start(&store).await);
+async fn refresh_reuse_revokes_everywhere(store: &str) {
+    let (a, b) = (Instance::start(store).await, Instance::start(store).await);
     let id = register(&a, "none").await["client_id"]
         .as_str()
         .unwrap()
@@ -339,9 +402,8 @@ async fn refresh_reuse_revokes_everywhere(backend: &str) {
 
 /// A token revoked on B is inactive at A's introspection at once; both publish one JWKS and
 /// accept each other's access tokens at `/mcp`.
-async fn revocation_and_keys_are_shared(backend: &str) {
-    let store = store_url(backend);
-    let (a, b) = (Instance::start(&store).await, Instance::start(&store).await);
+async fn revocation_and_keys_are_shared(store: &str) {
+    let (a, b) = (Instance::start(store).await, Instance::start(store).await);
     let jwks_a: Value = http()
         .get(a.url("/jwks"))
         .send()
@@ -406,11 +468,10 @@ async fn revocation_and_keys_are_shared(backend: &str) {
 /// concurrent refreshes of one refresh token: exactly one new token; the others are refused,
 /// and since they presented a rotated token, the family (the winner's new token included)
 /// is revoked, as RFC 9700 §4.14.2 asks: nothing half-written, no second live chain.
-async fn races_across_instances_have_one_winner(backend: &str) {
-    let store = store_url(backend);
+async fn races_across_instances_have_one_winner(store: &str) {
     let (a, b) = (
-        Arc::new(Instance::start(&store).await),
-        Arc::new(Instance::start(&store).await),
+        Arc::new(Instance::start(store).await),
+        Arc::new(Instance::start(store).await),
     );
     let (id, secret) = confidential(&a).await;
     let v = PkceVerifier::generate();
@@ -476,22 +537,30 @@ macro_rules! backend_tests {
         mod $backend {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_flow_crosses_instances() {
-                super::a_flow_crosses_instances(stringify!($backend)).await;
+                let ns = super::Namespace::new(stringify!($backend));
+                super::a_flow_crosses_instances(&ns.store).await;
+                ns.remove().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn refresh_reuse_revokes_everywhere() {
-                super::refresh_reuse_revokes_everywhere(stringify!($backend)).await;
+                let ns = super::Namespace::new(stringify!($backend));
+                super::refresh_reuse_revokes_everywhere(&ns.store).await;
+                ns.remove().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn revocation_and_keys_are_shared() {
-                super::revocation_and_keys_are_shared(stringify!($backend)).await;
+                let ns = super::Namespace::new(stringify!($backend));
+                super::revocation_and_keys_are_shared(&ns.store).await;
+                ns.remove().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn races_across_instances_have_one_winner() {
-                super::races_across_instances_have_one_winner(stringify!($backend)).await;
+                let ns = super::Namespace::new(stringify!($backend));
+                super::races_across_instances_have_one_winner(&ns.store).await;
+                ns.remove().await;
             }
         }
     };

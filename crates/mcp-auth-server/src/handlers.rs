@@ -23,8 +23,8 @@ use crate::keys::{AccessClaims, Keys};
 use crate::login::IdentityProvider;
 use crate::pages::{Consent, consent_page, error_page};
 use crate::store::{
-    ClientRow, CodeRow, PendingAuthRow, RefreshRow, RegistrationKind, Rotate, Store, StoreError,
-    TakeCode, hash_secret, unix_now,
+    ClientRow, CodeRow, NewRefresh, PendingAuthRow, RefreshRow, RegistrationKind, Rotate, Store,
+    StoreError, TakeCode, hash_secret, unix_now,
 };
 
 /// Everything the handlers share.
@@ -1012,6 +1012,54 @@ async fn mint(
     Ok(out)
 }
 
+/// The checks of a redeemed code against the token request (RFC 6749 §4.1.3, RFC 7636
+/// §4.6, RFC 8707 §2.2): the same client, the same redirect URI, the PKCE verifier, the
+/// same resource.
+fn check_redemption(
+    client: &ClientRow,
+    form: &HashMap<String, String>,
+    row: &CodeRow,
+) -> Result<(), OAuthError> {
+    if row.client_id != client.client_id {
+        return Err(OAuthError::invalid_grant(
+            "the code was issued to another client",
+        ));
+    }
+    let sent = form.get("redirect_uri").map(String::as_str);
+    let matches = if row.redirect_uri.is_empty() {
+        // Not sent at /authorize: optional here, and if sent it must be registered.
+        sent.is_none_or(|r| {
+            registered_redirects(client)
+                .iter()
+                .any(|x| redirect_matches(x, r))
+        })
+    } else {
+        sent == Some(row.redirect_uri.as_str())
+    };
+    if !matches {
+        return Err(OAuthError::invalid_grant(
+            "redirect_uri does not match the authorization request",
+        ));
+    }
+    let verifier = form
+        .get("code_verifier")
+        .ok_or_else(|| OAuthError::invalid_grant("code_verifier is missing (PKCE)"))?;
+    if !PkceChallenge::from_string(row.code_challenge.clone()).verify(verifier) {
+        return Err(OAuthError::invalid_grant(
+            "code_verifier does not match the code_challenge",
+        ));
+    }
+    if let (Some(r), Some(orig)) = (form.get("resource"), &row.resource)
+        && r != orig
+    {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidTarget,
+            "resource differs from the authorization request",
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /token` (RFC 6749 §3.2, §4.1.3, §4.4, §6).
 pub async fn token(
     State(s): State<AppState>,
@@ -1051,13 +1099,30 @@ async fn token_inner(
             let code = form
                 .get("code")
                 .ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
+            // A resource named only here (RFC 8707 §2.2) must be one we serve; one that
+            // differs from the authorization request's is refused below.
+            let form_resource = match form.get("resource") {
+                Some(r) => check_resource(s, Some(r)).map_err(|(c, d)| OAuthError::new(c, d))?,
+                None => None,
+            };
+            let with_refresh =
+                s.config.issue_refresh_tokens && client_allows_grant(&client, "refresh_token");
+            // The refresh token is stored with the redemption, in one step (see
+            // `Store::redeem_code`): a replay cannot come between them.
+            let new_rt = with_refresh.then(random_token);
+            let new = new_rt.as_ref().map(|rt| NewRefresh {
+                token_hash: hash_secret(rt),
+                resource: form_resource.clone(),
+                expires_at: now + s.config.ttls.refresh_token.as_secs(),
+                created_at: now,
+            });
             let row = match s
                 .store
-                .take_code(tenant(s), &hash_secret(code), now)
-                .await?
+                .redeem_code(tenant(s), &hash_secret(code), new.as_ref(), now)
+                .await
             {
-                TakeCode::Taken(r) => r,
-                TakeCode::Replayed { family_id, .. } => {
+                Ok(TakeCode::Taken(r)) => r,
+                Ok(TakeCode::Replayed { family_id, .. }) => {
                     // RFC 6749 §4.1.2: a code used twice revokes what it issued.
                     revoke_grant(s, &family_id, now).await?;
                     tracing::warn!(client = %client.client_id, "authorization code replayed; its tokens were revoked");
@@ -1065,65 +1130,42 @@ async fn token_inner(
                         "the authorization code was already used",
                     ));
                 }
-                TakeCode::Missing => {
+                Ok(TakeCode::Missing) => {
                     return Err(OAuthError::invalid_grant(
                         "the authorization code is invalid or expired",
                     ));
                 }
-            };
-            if row.client_id != client.client_id {
-                return Err(OAuthError::invalid_grant(
-                    "the code was issued to another client",
-                ));
-            }
-            let sent = form.get("redirect_uri").map(String::as_str);
-            let matches = if row.redirect_uri.is_empty() {
-                // Not sent at /authorize: optional here, and if sent it must be registered.
-                sent.is_none_or(|r| {
-                    registered_redirects(&client)
-                        .iter()
-                        .any(|x| redirect_matches(x, r))
-                })
-            } else {
-                sent == Some(row.redirect_uri.as_str())
-            };
-            if !matches {
-                return Err(OAuthError::invalid_grant(
-                    "redirect_uri does not match the authorization request",
-                ));
-            }
-            let verifier = form
-                .get("code_verifier")
-                .ok_or_else(|| OAuthError::invalid_grant("code_verifier is missing (PKCE)"))?;
-            if !PkceChallenge::from_string(row.code_challenge.clone()).verify(verifier) {
-                return Err(OAuthError::invalid_grant(
-                    "code_verifier does not match the code_challenge",
-                ));
-            }
-            let resource = match (form.get("resource"), &row.resource) {
-                (Some(r), Some(orig)) if r != orig => {
-                    return Err(OAuthError::new(
-                        ErrorCode::InvalidTarget,
-                        "resource differs from the authorization request",
+                Err(StoreError::FamilyRevoked) => {
+                    return Err(OAuthError::invalid_grant(
+                        "the authorization code's grant was revoked",
                     ));
                 }
-                (Some(r), None) => {
-                    check_resource(s, Some(r)).map_err(|(c, d)| OAuthError::new(c, d))?
-                }
-                (_, orig) => orig.clone(),
+                Err(e) => return Err(e.into()),
             };
-            let with_refresh =
-                s.config.issue_refresh_tokens && client_allows_grant(&client, "refresh_token");
-            mint(
+            if let Err(e) = check_redemption(&client, &form, &row) {
+                // The code is spent; what went in with it goes too.
+                if with_refresh {
+                    s.store
+                        .revoke_family(tenant(s), &row.family_id, now)
+                        .await?;
+                }
+                return Err(e);
+            }
+            let resource = row.resource.clone().or(form_resource);
+            let mut out = mint(
                 s,
                 &client.client_id,
                 &row.subject,
                 &row.scope,
                 resource.as_deref(),
                 Some(&row.family_id),
-                with_refresh,
+                false,
             )
-            .await
+            .await?;
+            if let Some(rt) = new_rt {
+                out["refresh_token"] = json!(rt);
+            }
+            Ok(out)
         }
         "refresh_token" => {
             let rt = form

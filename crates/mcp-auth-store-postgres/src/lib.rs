@@ -23,7 +23,12 @@
 //!   a token family (storing, rotating — OAuth 2.1 §4.3.1 — and revoking its refresh tokens,
 //!   RFC 9700 §4.14.2) runs in one transaction holding the family's advisory lock, so a reused
 //!   token revokes the whole family, the newest token included, and a token stored for a
-//!   family revoked meanwhile is refused. A failed call leaves no partial write.
+//!   family revoked meanwhile is refused. [`Store::redeem_code`] spends the code and stores
+//!   the family's first refresh token in one transaction (the code's row lock, then the
+//!   family's lock): a concurrent replay waits for it and sees the code spent only together
+//!   with the token, so revoking the family on replay always removes the winner's token, and
+//!   a token that cannot be stored (revoked family, existing hash) leaves the code unspent. A
+//!   failed call leaves no partial write.
 //! - **Signing keys coordinate instances.** [`Store::put_signing_key`] fails with
 //!   [`StoreError::Conflict`] when the `kid` exists, so instances rotating keys together learn
 //!   that another one won.

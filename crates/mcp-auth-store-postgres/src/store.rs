@@ -10,8 +10,8 @@ use deadpool_postgres::{
     TimeoutType,
 };
 use mcp_auth_server::store::{
-    ClientRow, CodeRow, ConsentRow, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS, RefreshRow,
-    RegistrationKind, Rotate, SigningKeyRow, Store, StoreError, TakeCode, UserRow,
+    ClientRow, CodeRow, ConsentRow, NewRefresh, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS,
+    RefreshRow, RegistrationKind, Rotate, SigningKeyRow, Store, StoreError, TakeCode, UserRow,
     check_refresh_successor, spawn_sweeper, unix_now,
 };
 use tokio::task::JoinHandle;
@@ -462,9 +462,11 @@ fn consent_row(r: &Row) -> Result<ConsentRow, StoreError> {
 // ---- token families ----
 
 /// Takes the family's transaction-level advisory lock. Every change to a family's refresh
-/// tokens ([`put_refresh`](Store::put_refresh), [`rotate_refresh`](Store::rotate_refresh),
-/// [`revoke_family`](Store::revoke_family)) holds it until commit, so they run one at a time
-/// per family across every connection and instance. Row locks alone would not do: in READ
+/// tokens ([`put_refresh`](Store::put_refresh), [`redeem_code`](Store::redeem_code),
+/// [`rotate_refresh`](Store::rotate_refresh), [`revoke_family`](Store::revoke_family)) holds
+/// it until commit, so they run one at a time per family across every connection and
+/// instance. `redeem_code` takes it while holding the code's row lock; no holder of a family
+/// lock ever waits for a code row, so the two cannot deadlock. Row locks alone would not do: in READ
 /// COMMITTED a revocation's `DELETE` does not see a token inserted by a transaction that
 /// commits while it runs, and that token would outlive the revocation. Distinct families
 /// whose keys collide only wait for each other.
@@ -511,6 +513,72 @@ async fn revoke_family_in(
     )
     .await?;
     Ok(count(deleted))
+}
+
+/// Spends the code if it is unspent and unexpired, in one `UPDATE … RETURNING`; else tells
+/// a replay from a missing code. Run on a plain connection ([`Store::take_code`]) or inside
+/// [`Store::redeem_code`]'s transaction, which then keeps the code row locked until commit.
+async fn take_code_in(
+    c: &impl GenericClient,
+    tenant: &str,
+    code_hash: &str,
+    now: u64,
+) -> Result<TakeCode, StoreError> {
+    // One statement decides who redeems the code: concurrent updaters of the row queue on
+    // its lock, and each re-checks `spent_at IS NULL` on the version the one before
+    // committed, so only the first gets the row back.
+    let taken = query_opt(
+        c,
+        concat!(
+            "UPDATE codes SET spent_at = $1 \
+             WHERE tenant = $2 AND code_hash = $3 AND spent_at IS NULL \
+             AND expires_at > $1 RETURNING ",
+            code_cols!()
+        ),
+        &[&int(now), &tenant, &code_hash],
+    )
+    .await?;
+    if let Some(row) = taken {
+        return Ok(TakeCode::Taken(code_row(&row)?));
+    }
+    // Not ours: spent before (spent_at never goes back to NULL), or missing or expired.
+    // This statement's snapshot is newer than the commit that spent the code, so it also
+    // sees the refresh token [`Store::redeem_code`] stored in that commit.
+    let spent = query_opt(
+        c,
+        "SELECT family_id, client_id FROM codes \
+         WHERE tenant = $1 AND code_hash = $2 AND spent_at IS NOT NULL \
+         AND expires_at > $3",
+        &[&tenant, &code_hash, &int(now)],
+    )
+    .await?;
+    Ok(match spent {
+        Some(r) => TakeCode::Replayed {
+            family_id: get_str(&r, "family_id")?,
+            client_id: get_str(&r, "client_id")?,
+        },
+        None => TakeCode::Missing,
+    })
+}
+
+/// Stores a family's refresh token inside the caller's transaction, which then holds the
+/// family's lock until it ends. [`StoreError::FamilyRevoked`] if the family's revocation is
+/// remembered, [`StoreError::Conflict`] if the hash exists; either way the caller must not
+/// commit (dropping the transaction rolls it back).
+async fn put_refresh_in(c: &impl GenericClient, row: &RefreshRow) -> Result<(), StoreError> {
+    // Under the family lock a revocation is either committed (and seen here) or waits for
+    // this insert and then deletes the token.
+    lock_family(c, &row.tenant, &row.family_id).await?;
+    let revoked = query_opt(
+        c,
+        "SELECT 1 FROM revoked_families WHERE tenant = $1 AND family_id = $2",
+        &[&row.tenant, &row.family_id],
+    )
+    .await?;
+    if revoked.is_some() {
+        return Err(StoreError::FamilyRevoked);
+    }
+    insert_refresh(c, row).await
 }
 
 async fn insert_refresh(c: &impl GenericClient, row: &RefreshRow) -> Result<(), StoreError> {
@@ -687,60 +755,38 @@ impl Store for PostgresStore {
         code_hash: &str,
         now: u64,
     ) -> Result<TakeCode, StoreError> {
+        with_conn!(self, |c| take_code_in(&*c, tenant, code_hash, now).await)
+    }
+
+    async fn redeem_code(
+        &self,
+        tenant: &str,
+        code_hash: &str,
+        refresh: Option<&NewRefresh>,
+        now: u64,
+    ) -> Result<TakeCode, StoreError> {
         with_conn!(self, |c| {
-            // One statement decides who redeems the code: concurrent updaters of the row
-            // queue on its lock, and each re-checks `spent_at IS NULL` on the version the
-            // one before committed, so only the first gets the row back.
-            let taken = query_opt(
-                &*c,
-                concat!(
-                    "UPDATE codes SET spent_at = $1 \
-                     WHERE tenant = $2 AND code_hash = $3 AND spent_at IS NULL \
-                     AND expires_at > $1 RETURNING ",
-                    code_cols!()
-                ),
-                &[&int(now), &tenant, &code_hash],
-            )
-            .await?;
-            if let Some(row) = taken {
-                return Ok(TakeCode::Taken(code_row(&row)?));
+            // An error return drops the transaction uncommitted: the code stays unspent.
+            let tx = c.transaction().await.map_err(backend)?;
+            // The code row stays locked until commit, so a concurrent redemption or replay
+            // waits here and only sees the code spent together with its token.
+            let taken = take_code_in(&tx, tenant, code_hash, now).await?;
+            if let (TakeCode::Taken(code), Some(new)) = (&taken, refresh) {
+                let row = new.row_for(code);
+                // Lock order: the code row, then the family. Nothing holding a family lock
+                // waits for a code row (revocations and rotations touch only
+                // `refresh_tokens` and `revoked_families`), so this cannot deadlock.
+                put_refresh_in(&tx, &row).await?;
             }
-            // Not ours: spent before (spent_at never goes back to NULL), or missing or
-            // expired.
-            let spent = query_opt(
-                &*c,
-                "SELECT family_id, client_id FROM codes \
-                 WHERE tenant = $1 AND code_hash = $2 AND spent_at IS NOT NULL \
-                 AND expires_at > $3",
-                &[&tenant, &code_hash, &int(now)],
-            )
-            .await?;
-            Ok(match spent {
-                Some(r) => TakeCode::Replayed {
-                    family_id: get_str(&r, "family_id")?,
-                    client_id: get_str(&r, "client_id")?,
-                },
-                None => TakeCode::Missing,
-            })
+            tx.commit().await.map_err(backend)?;
+            Ok(taken)
         })
     }
 
     async fn put_refresh(&self, row: &RefreshRow) -> Result<(), StoreError> {
         with_conn!(self, |c| {
             let tx = c.transaction().await.map_err(backend)?;
-            // Under the family lock a revocation is either committed (and seen here) or
-            // waits for this insert and then deletes the token.
-            lock_family(&tx, &row.tenant, &row.family_id).await?;
-            let revoked = query_opt(
-                &tx,
-                "SELECT 1 FROM revoked_families WHERE tenant = $1 AND family_id = $2",
-                &[&row.tenant, &row.family_id],
-            )
-            .await?;
-            if revoked.is_some() {
-                return Err(StoreError::FamilyRevoked);
-            }
-            insert_refresh(&tx, row).await?;
+            put_refresh_in(&tx, row).await?;
             tx.commit().await.map_err(backend)
         })
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{DropSchema, chain, fresh_store, options, random_schema, raw_client};
-use mcp_auth_server::store::suite::{NOW, code, refresh, signing_key};
+use mcp_auth_server::store::suite::{NOW, code, new_refresh, refresh, signing_key};
 use mcp_auth_server::store::{Rotate, Store, StoreError, TakeCode, hash_secret};
 use mcp_auth_store_postgres::{PostgresOptions, PostgresStore};
 use tokio::sync::Barrier;
@@ -144,6 +144,77 @@ async fn code_taken_once_across_instances() {
         .filter(|r| matches!(r, Ok(TakeCode::Replayed { family_id, .. }) if family_id == "fam-1"))
         .count();
     assert_eq!((taken, replayed), (1, RACERS - 1), "{results:?}");
+}
+
+/// Several codes, each redeemed by many callers on two instances, every replay revoking the
+/// family as the token endpoint does: one redemption per code wins with its token, no call
+/// fails (no deadlock between code rows and family locks), and the replays always find and
+/// revoke the winner's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn code_redeemed_once_across_instances_and_replays_revoke_the_grant() {
+    const CODES: usize = 8;
+    let (a, b, _guard) = two_instances().await;
+    for n in 0..CODES {
+        a.put_code(&code("t1", &format!("code-{n}"), &format!("fam-{n}")))
+            .await
+            .unwrap();
+    }
+    let results = race(&a, &b, |store, i| async move {
+        let n = i % CODES;
+        let new = new_refresh(&format!("rt-{i}"));
+        let r = store
+            .redeem_code("t1", &hash_secret(&format!("code-{n}")), Some(&new), NOW)
+            .await;
+        if let Ok(TakeCode::Replayed { family_id, .. }) = &r {
+            store.revoke_family("t1", family_id, NOW).await.unwrap();
+        }
+        (n, new.token_hash, r)
+    })
+    .await;
+    for n in 0..CODES {
+        let taken = results
+            .iter()
+            .filter(|(m, _, r)| *m == n && matches!(r, Ok(TakeCode::Taken(_))))
+            .count();
+        assert_eq!(taken, 1, "code-{n}: {results:?}");
+    }
+    for (n, hash, r) in &results {
+        assert!(
+            matches!(r, Ok(TakeCode::Taken(_) | TakeCode::Replayed { .. })),
+            "code-{n}: {r:?}"
+        );
+        assert_eq!(a.get_refresh("t1", hash, NOW).await.unwrap(), None);
+    }
+    for n in 0..CODES {
+        let late = refresh("t1", &format!("late-{n}"), &format!("fam-{n}"));
+        assert!(matches!(
+            b.put_refresh(&late).await,
+            Err(StoreError::FamilyRevoked)
+        ));
+    }
+}
+
+/// A redemption whose token cannot go in because the family's revocation is remembered
+/// fails as a whole: the code stays unspent and no token is stored.
+#[tokio::test]
+async fn redeem_into_a_revoked_family_leaves_the_code_unspent() {
+    let (store, _guard) = fresh_store().await;
+    store.put_code(&code("t1", "c1", "fam-1")).await.unwrap();
+    store.revoke_family("t1", "fam-1", NOW).await.unwrap();
+    let h = hash_secret("c1");
+    let refused = store
+        .redeem_code("t1", &h, Some(&new_refresh("rt-1")), NOW)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::FamilyRevoked)),
+        "{refused:?}"
+    );
+    let rt = hash_secret("rt-1");
+    assert_eq!(store.get_refresh("t1", &rt, NOW).await.unwrap(), None);
+    assert!(matches!(
+        store.take_code("t1", &h, NOW).await.unwrap(),
+        TakeCode::Taken(_)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -55,6 +55,14 @@
 //! authorization code is redeemed once (RFC 6749 §4.1.2), a refresh token rotated once
 //! (OAuth 2.1 §4.3.1; reuse revokes the family, RFC 9700 §4.14.2), a pending request taken
 //! once, a signing key `kid` added once, and no client ever sees a row half written.
+//!
+//! [`Store::redeem_code`] spends the code and stores the first refresh token of its family
+//! in one script (`REDEEM_CODE`: `TAKE_CODE` and `PUT_REFRESH` together), so a replay
+//! always finds the token to revoke, and a token that cannot be stored (family revoked,
+//! hash taken) leaves the code unspent. The token row is made from the code row
+//! ([`NewRefresh::row_for`](mcp_auth_server::store::NewRefresh::row_for)), which the store
+//! reads first; the script takes the code only if its row is still the one read (if not,
+//! nothing changes and the store reads it again), so all JSON is written by Rust.
 //! Some scripts reach keys they find in the data (a family's tokens, a client's rows), so
 //! the store needs one Redis server (replicas are fine), not a Redis Cluster.
 //!

@@ -140,6 +140,33 @@ return {'taken', v[1]}
     ))
 });
 
+/// Redeems a code and stores the first refresh token of its family: `TAKE_CODE` and
+/// `PUT_REFRESH` as one step. The token row was built by the store from the code row it
+/// read just before; the code is taken only if its row is still that one, byte for byte,
+/// so the token always matches the code it is stored with. KEYS: code, token, expiry
+/// index, revoked-family record, family set, client set. ARGV: now, the code row the
+/// token was built from, token exp, token ttl, token field/value pairs. Returns
+/// `{'taken'}`, `{'replayed', family, client}`, `{'missing'}`, `{'changed'}` (the code
+/// row is not the one given; nothing changed), `{'revoked'}` or `{'conflict'}` (the token
+/// cannot be stored; nothing changed, the code stays unspent).
+pub(crate) static REDEEM_CODE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(lua!(
+        r#"
+local v = redis.call('HMGET', KEYS[1], 'row', 'exp', 'spent', 'family', 'client')
+if not v[1] or tonumber(ARGV[1]) >= tonumber(v[2]) then return {'missing'} end
+if v[3] then return {'replayed', v[4] or '', v[5] or ''} end
+if v[1] ~= ARGV[2] then return {'changed'} end
+if redis.call('EXISTS', KEYS[4]) == 1 then return {'revoked'} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'conflict'} end
+redis.call('HSET', KEYS[1], 'spent', '1')
+write(KEYS[2], KEYS[3], ARGV[3], ARGV[4], 5)
+index_add(KEYS[5], KEYS[2], ARGV[4])
+index_add(KEYS[6], KEYS[2], ARGV[4])
+return {'taken'}
+"#
+    ))
+});
+
 /// Rotates a refresh token. KEYS: old token, new token, expiry index, new token's family
 /// set, new token's client set. ARGV: now, tenant key base, whether the new row names the
 /// call's tenant (`1`), new family, new client, revocation remembered until, its ttl, new

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mcp_auth_server::store::{
-    ClientRow, CodeRow, ConsentRow, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS, RefreshRow,
-    Rotate, SigningKeyRow, Store, StoreError, TakeCode, UserRow, check_refresh_successor,
-    spawn_sweeper, unix_now,
+    ClientRow, CodeRow, ConsentRow, NewRefresh, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS,
+    RefreshRow, Rotate, SigningKeyRow, Store, StoreError, TakeCode, UserRow,
+    check_refresh_successor, spawn_sweeper, unix_now,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, IntoConnectionInfo, RedisError, ScriptInvocation};
@@ -27,6 +27,10 @@ const MAX_TTL: u64 = 1 << 40;
 
 /// How many expired rows one sweep script deletes before letting other commands run.
 const SWEEP_BATCH: usize = 500;
+
+/// How many times [`Store::redeem_code`] reads the code again when its row changed between
+/// the read and the script (only if the code was deleted and one with the same hash put).
+const REDEEM_ATTEMPTS: usize = 3;
 
 /// A [`Store`] in Redis. Cheap to clone: clones share one multiplexed connection.
 ///
@@ -259,6 +263,34 @@ impl RedisStore {
         Ok(written == 1)
     }
 
+    /// One `REDEEM_CODE` script: takes the code under `code_key` if its row is still
+    /// `code_json`, storing `token` with it. Returns the script's answer.
+    async fn redeem_step(
+        &self,
+        code_key: &str,
+        code_json: &str,
+        token: &RefreshRow,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let t = self.keys.tenant(&token.tenant);
+        let f = RefreshFields::new(&t, token)?;
+        let mut inv = scripts::REDEEM_CODE.prepare_invoke();
+        inv.key(code_key)
+            .key(&f.key)
+            .key(self.keys.expiry())
+            .key(t.revoked(&token.family_id))
+            .key(&f.family_set)
+            .key(&f.by_client)
+            .arg(now.to_string())
+            .arg(code_json);
+        push_expiry(
+            &mut inv,
+            Some((token.expires_at, self.ttl(token.expires_at))),
+        );
+        f.push(&mut inv, token);
+        self.script("redeem_code", &inv).await
+    }
+
     fn revocation_until(&self, now: u64) -> (u64, u64) {
         let till = now.saturating_add(REVOKED_FAMILY_RETENTION_SECS);
         (till, self.ttl(till))
@@ -431,6 +463,49 @@ impl Store for RedisStore {
             }),
             _ => Err(self.unexpected("take_code", answer)),
         }
+    }
+
+    async fn redeem_code(
+        &self,
+        tenant: &str,
+        code_hash: &str,
+        refresh: Option<&NewRefresh>,
+        now: u64,
+    ) -> Result<TakeCode, StoreError> {
+        let Some(new) = refresh else {
+            return self.take_code(tenant, code_hash, now).await;
+        };
+        let code_key = self.keys.tenant(tenant).code(code_hash);
+        for _ in 0..REDEEM_ATTEMPTS {
+            // The token row is made from the code row: read the code, build the token
+            // (`NewRefresh::row_for`), and let one script take the code and store the token,
+            // provided the code row is still the one read. The decision is the script's.
+            let mut read = redis::cmd("HGET");
+            read.arg(&code_key).arg("row");
+            let json: Option<String> = self.cmd("redeem_code", &read).await?;
+            let Some(json) = json else {
+                return Ok(TakeCode::Missing);
+            };
+            let code: CodeRow = decode("authorization code", &json)?;
+            let answer = self
+                .redeem_step(&code_key, &json, &new.row_for(&code), now)
+                .await?;
+            match answer.as_slice() {
+                [s] if s == "taken" => return Ok(TakeCode::Taken(code)),
+                [s] if s == "missing" => return Ok(TakeCode::Missing),
+                [s, family_id, client_id] if s == "replayed" => {
+                    return Ok(TakeCode::Replayed {
+                        family_id: family_id.clone(),
+                        client_id: client_id.clone(),
+                    });
+                }
+                [s] if s == "revoked" => return Err(StoreError::FamilyRevoked),
+                [s] if s == "conflict" => return Err(StoreError::Conflict("refresh token")),
+                [s] if s == "changed" => continue,
+                _ => return Err(self.unexpected("redeem_code", answer)),
+            }
+        }
+        Err(self.unexpected("redeem_code", "the code row changed on every attempt"))
     }
 
     async fn put_refresh(&self, row: &RefreshRow) -> Result<(), StoreError> {
@@ -725,5 +800,67 @@ impl Store for RedisStore {
                 return Ok(total);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mcp_auth_server::store::suite::{self, NOW};
+    use mcp_auth_server::store::{Store, TakeCode, hash_secret};
+
+    use super::*;
+
+    /// `REDEEM_CODE` takes the code only if its row is the one the token was built from:
+    /// a stale row (the code deleted and one with the same hash put meanwhile) changes
+    /// nothing. Needs the test Redis (`MCP_AUTH_TEST_REDIS_URL`, by default DB 15 of the
+    /// local Redis).
+    #[tokio::test]
+    async fn redeem_step_refuses_a_code_row_that_changed() {
+        let url = std::env::var("MCP_AUTH_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379/15".to_owned());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let prefix = format!("mcp-auth-test:unit-{}-{nanos}:", std::process::id());
+        let store =
+            RedisStore::connect_with(RedisOptions::new(url).prefix(&prefix).ttl_clock(|| NOW))
+                .await
+                .unwrap();
+        let code = suite::code("t1", "code-1", "fam-1");
+        store.put_code(&code).await.unwrap();
+        let mut stale = code.clone();
+        stale.subject = "mallory".into();
+        let token = suite::new_refresh("rt-1").row_for(&stale);
+        let code_key = store.keys.tenant("t1").code(&code.code_hash);
+        let stale_json = encode("authorization code", &stale).unwrap();
+        let answer = store
+            .redeem_step(&code_key, &stale_json, &token, NOW)
+            .await
+            .unwrap();
+        assert_eq!(answer, ["changed"]);
+        let stored = store
+            .get_refresh("t1", &hash_secret("rt-1"), NOW)
+            .await
+            .unwrap();
+        assert_eq!(stored, None);
+        // The code is unspent, and `redeem_code` (reading the row afresh) takes it.
+        let new = suite::new_refresh("rt-2");
+        let got = store
+            .redeem_code("t1", &code.code_hash, Some(&new), NOW)
+            .await
+            .unwrap();
+        assert_eq!(got, TakeCode::Taken(code.clone()));
+        let stored = store.get_refresh("t1", &new.token_hash, NOW).await.unwrap();
+        assert_eq!(stored, Some(new.row_for(&code)));
+
+        let keys: Vec<String> = store
+            .cmd("test", redis::cmd("KEYS").arg(format!("{prefix}*")))
+            .await
+            .unwrap();
+        let _: i64 = store
+            .cmd("test", redis::cmd("DEL").arg(&keys))
+            .await
+            .unwrap();
     }
 }

@@ -77,6 +77,41 @@ async fn concurrent_take_code_across_instances_has_one_winner() {
     assert_eq!((taken, replayed), (1, RACERS - 1), "{results:?}");
 }
 
+/// Redemptions of one code on two instances, each replay revoking the family: one winner,
+/// whose token went in with the redemption and out with the revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_redeem_code_across_instances_has_one_winner() {
+    let (a, b, _cleanup) = two_instances().await;
+    a.put_code(&suite::code("t1", "code-1", "fam-1"))
+        .await
+        .unwrap();
+    let h = hash_secret("code-1");
+    let results = race(&a, &b, |i, s| {
+        let h = h.clone();
+        async move {
+            let new = suite::new_refresh(&format!("rt-{i}"));
+            let got = s.redeem_code("t1", &h, Some(&new), NOW).await.unwrap();
+            if let TakeCode::Replayed { family_id, .. } = &got {
+                s.revoke_family("t1", family_id, NOW).await.unwrap();
+            }
+            (got, new.token_hash)
+        }
+    })
+    .await;
+    let taken = results
+        .iter()
+        .filter(|(r, _)| matches!(r, TakeCode::Taken(_)))
+        .count();
+    let replayed = results
+        .iter()
+        .filter(|(r, _)| matches!(r, TakeCode::Replayed { family_id, .. } if family_id == "fam-1"))
+        .count();
+    assert_eq!((taken, replayed), (1, RACERS - 1), "{results:?}");
+    for (_, hash) in &results {
+        assert_eq!(a.get_refresh("t1", hash, NOW).await.unwrap(), None);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_rotation_across_instances_has_one_winner_and_revokes_the_family() {
     let (a, b, _cleanup) = two_instances().await;
@@ -187,6 +222,81 @@ async fn rows_with_an_expiry_get_a_key_ttl() {
         .await
         .unwrap();
     assert_eq!(score, Some(code.expires_at as f64));
+}
+
+/// The token `redeem_code` stores is kept like one from `put_refresh`: key TTL, expiry
+/// index, family and client sets; a revoked family stores nothing and spends nothing.
+#[tokio::test]
+async fn redeem_code_stores_the_token_with_its_indexes() {
+    let (store, cleanup) = common::fresh_store().await;
+    let p = &cleanup.prefix;
+    let code = suite::code("t1", "code-1", "fam-1");
+    store.put_code(&code).await.unwrap();
+    let new = suite::new_refresh("rt-1");
+    let got = store
+        .redeem_code("t1", &code.code_hash, Some(&new), NOW)
+        .await
+        .unwrap();
+    assert_eq!(got, TakeCode::Taken(code.clone()));
+
+    let mut raw = common::raw().await;
+    let rt_key = format!("{p}t2:t1:refresh:{}", new.token_hash);
+    let family_set = format!("{p}t2:t1:family:fam-1");
+    let by_client = format!("{p}t2:t1:by-client:client-1");
+    let ttl: i64 = raw.ttl(&rt_key).await.unwrap();
+    let want = 86_400 + RedisOptions::DEFAULT_TTL_MARGIN_SECS as i64;
+    assert!(
+        (want - 5..=want).contains(&ttl),
+        "refresh TTL {ttl}, want ~{want}"
+    );
+    let score: Option<f64> = raw.zscore(format!("{p}expiry"), &rt_key).await.unwrap();
+    assert_eq!(score, Some(new.expires_at as f64));
+    let (family, client, fidx, cidx): (String, String, String, String) = redis::cmd("HMGET")
+        .arg(&rt_key)
+        .arg(&["family", "client", "fidx", "cidx"])
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!((family.as_str(), client.as_str()), ("fam-1", "client-1"));
+    assert_eq!((&fidx, &cidx), (&family_set, &by_client));
+    let in_family: bool = raw.sismember(&family_set, &rt_key).await.unwrap();
+    let in_client: bool = raw.sismember(&by_client, &rt_key).await.unwrap();
+    assert!(in_family && in_client);
+    let ttl: i64 = raw.ttl(&family_set).await.unwrap();
+    assert!(ttl >= want - 5, "family set TTL {ttl}");
+
+    // Deleting the client takes the token with it (RFC 7592 §2.3).
+    store
+        .put_client(&suite::client("t1", "client-1"))
+        .await
+        .unwrap();
+    assert!(store.delete_client("t1", "client-1").await.unwrap());
+    assert_eq!(
+        store.get_refresh("t1", &new.token_hash, NOW).await.unwrap(),
+        None
+    );
+
+    // A revoked family: refused, no token, and the code is still there to take.
+    let code = suite::code("t1", "code-2", "fam-2");
+    store.put_code(&code).await.unwrap();
+    store.revoke_family("t1", "fam-2", NOW).await.unwrap();
+    let new = suite::new_refresh("rt-2");
+    let got = store
+        .redeem_code("t1", &code.code_hash, Some(&new), NOW)
+        .await;
+    assert!(matches!(got, Err(StoreError::FamilyRevoked)), "{got:?}");
+    let rt_key = format!("{p}t2:t1:refresh:{}", new.token_hash);
+    let exists: bool = raw.exists(&rt_key).await.unwrap();
+    assert!(!exists);
+    let spent: Option<String> = raw
+        .hget(format!("{p}t2:t1:code:{}", code.code_hash), "spent")
+        .await
+        .unwrap();
+    assert_eq!(spent, None);
+    assert_eq!(
+        store.take_code("t1", &code.code_hash, NOW).await.unwrap(),
+        TakeCode::Taken(code)
+    );
 }
 
 #[tokio::test]
@@ -313,7 +423,7 @@ async fn sweep_leaves_no_index_entries_behind() {
     assert_eq!(store.sweep(NOW + 1_000_000).await.unwrap(), 5);
 
     let mut raw = common::raw().await;
-    let mut left: Vec<String> = raw.keys(format!("{}*", cleanup.prefix)).await.unwrap();
+    let mut left = common::keys_under(&mut raw, &cleanup.prefix).await;
     left.sort();
     let p = &cleanup.prefix;
     assert_eq!(

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mcp_auth_server::store::{
-    ClientRow, CodeRow, ConsentRow, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS, RefreshRow,
-    RegistrationKind, Rotate, SigningKeyRow, Store, StoreError, TakeCode, UserRow,
+    ClientRow, CodeRow, ConsentRow, NewRefresh, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS,
+    RefreshRow, RegistrationKind, Rotate, SigningKeyRow, Store, StoreError, TakeCode, UserRow,
     check_refresh_successor, spawn_sweeper, unix_now,
 };
 use mcp_auth_types::SecretString;
@@ -319,6 +319,62 @@ fn revoke_family_in(
     Ok(deleted)
 }
 
+/// Redeems a code inside the caller's transaction: one statement decides who redeems it,
+/// under the write lock; only the caller that finds `spent_at IS NULL` gets the row back.
+fn take_code_in(
+    c: &Connection,
+    tenant: &str,
+    code_hash: &str,
+    now: u64,
+) -> Result<TakeCode, StoreError> {
+    let taken = query_opt(
+        c,
+        concat!(
+            "UPDATE codes SET spent_at = ? \
+             WHERE tenant = ? AND code_hash = ? AND spent_at IS NULL \
+             AND expires_at > ? RETURNING ",
+            code_cols!()
+        ),
+        params![int(now), tenant, code_hash, int(now)],
+        code_row,
+    )?;
+    if let Some(row) = taken {
+        return Ok(TakeCode::Taken(row));
+    }
+    // Not ours: spent before (spent_at never goes back to NULL), or missing or expired.
+    let spent = query_opt(
+        c,
+        "SELECT family_id, client_id FROM codes \
+         WHERE tenant = ? AND code_hash = ? AND spent_at IS NOT NULL \
+         AND expires_at > ?",
+        params![tenant, code_hash, int(now)],
+        |r| Ok((get_str(r, "family_id")?, get_str(r, "client_id")?)),
+    )?;
+    Ok(match spent {
+        Some((family_id, client_id)) => TakeCode::Replayed {
+            family_id,
+            client_id,
+        },
+        None => TakeCode::Missing,
+    })
+}
+
+/// Stores a family's refresh token inside the caller's transaction, unless the family was
+/// revoked. The writer runs one job at a time inside its transaction, and other processes'
+/// writers are locked out: nothing can revoke the family between this check and the insert.
+fn put_refresh_in(c: &Connection, row: &RefreshRow) -> Result<(), StoreError> {
+    let revoked = query_opt(
+        c,
+        "SELECT 1 FROM revoked_families WHERE tenant = ? AND family_id = ?",
+        params![row.tenant, row.family_id],
+        |_| Ok(()),
+    )?;
+    if revoked.is_some() {
+        return Err(StoreError::FamilyRevoked);
+    }
+    insert_refresh(c, row)
+}
+
 fn insert_refresh(conn: &Connection, row: &RefreshRow) -> Result<(), StoreError> {
     conn.prepare_cached(concat!(
         "INSERT INTO refresh_tokens (",
@@ -493,39 +549,31 @@ impl Store for SqliteStore {
         let (tenant, code_hash) = (tenant.to_owned(), code_hash.to_owned());
         self.engine
             .write(Steps::One, move |c| {
-                // One statement decides who redeems the code, under the write lock: only the
-                // caller that finds `spent_at IS NULL` gets the row back.
-                let taken = query_opt(
-                    c,
-                    concat!(
-                        "UPDATE codes SET spent_at = ? \
-                         WHERE tenant = ? AND code_hash = ? AND spent_at IS NULL \
-                         AND expires_at > ? RETURNING ",
-                        code_cols!()
-                    ),
-                    params![int(now), tenant, code_hash, int(now)],
-                    code_row,
-                )?;
-                if let Some(row) = taken {
-                    return Ok(TakeCode::Taken(row));
+                take_code_in(c, &tenant, &code_hash, now)
+            })
+            .await
+    }
+
+    async fn redeem_code(
+        &self,
+        tenant: &str,
+        code_hash: &str,
+        refresh: Option<&NewRefresh>,
+        now: u64,
+    ) -> Result<TakeCode, StoreError> {
+        let Some(new) = refresh.cloned() else {
+            return self.take_code(tenant, code_hash, now).await;
+        };
+        let (tenant, code_hash) = (tenant.to_owned(), code_hash.to_owned());
+        // One job of the writer: the redemption and the token commit together, and a failed
+        // insert undoes the redemption (the job's savepoint).
+        self.engine
+            .write(Steps::Many, move |c| {
+                let taken = take_code_in(c, &tenant, &code_hash, now)?;
+                if let TakeCode::Taken(code) = &taken {
+                    put_refresh_in(c, &new.row_for(code))?;
                 }
-                // Not ours: spent before (spent_at never goes back to NULL), or missing or
-                // expired.
-                let spent = query_opt(
-                    c,
-                    "SELECT family_id, client_id FROM codes \
-                     WHERE tenant = ? AND code_hash = ? AND spent_at IS NOT NULL \
-                     AND expires_at > ?",
-                    params![tenant, code_hash, int(now)],
-                    |r| Ok((get_str(r, "family_id")?, get_str(r, "client_id")?)),
-                )?;
-                Ok(match spent {
-                    Some((family_id, client_id)) => TakeCode::Replayed {
-                        family_id,
-                        client_id,
-                    },
-                    None => TakeCode::Missing,
-                })
+                Ok(taken)
             })
             .await
     }
@@ -533,21 +581,7 @@ impl Store for SqliteStore {
     async fn put_refresh(&self, row: &RefreshRow) -> Result<(), StoreError> {
         let row = row.clone();
         self.engine
-            .write(Steps::One, move |c| {
-                // The writer runs one job at a time inside its transaction, and other
-                // processes' writers are locked out: nothing can revoke the family between
-                // this check and the insert.
-                let revoked = query_opt(
-                    c,
-                    "SELECT 1 FROM revoked_families WHERE tenant = ? AND family_id = ?",
-                    params![row.tenant, row.family_id],
-                    |_| Ok(()),
-                )?;
-                if revoked.is_some() {
-                    return Err(StoreError::FamilyRevoked);
-                }
-                insert_refresh(c, &row)
-            })
+            .write(Steps::One, move |c| put_refresh_in(c, &row))
             .await
     }
 

@@ -7,8 +7,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 
 use super::{
-    ClientRow, CodeRow, ConsentRow, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS, RefreshRow,
-    Rotate, SigningKeyRow, Store, StoreError, TakeCode, UserRow, check_refresh_successor,
+    ClientRow, CodeRow, ConsentRow, NewRefresh, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS,
+    RefreshRow, Rotate, SigningKeyRow, Store, StoreError, TakeCode, UserRow,
+    check_refresh_successor,
 };
 
 /// `(tenant, id)`: every map is keyed by tenant first, so no lookup can cross tenants.
@@ -175,6 +176,54 @@ impl Store for MemoryStore {
         }
         code.spent = true;
         Ok(TakeCode::Taken(code.row.clone()))
+    }
+
+    async fn redeem_code(
+        &self,
+        tenant: &str,
+        code_hash: &str,
+        refresh: Option<&NewRefresh>,
+        now: u64,
+    ) -> Result<TakeCode, StoreError> {
+        let mut t = self.lock();
+        let Some(code) = t.codes.get(&key(tenant, code_hash)) else {
+            return Ok(TakeCode::Missing);
+        };
+        if now >= code.row.expires_at {
+            return Ok(TakeCode::Missing);
+        }
+        if code.spent {
+            return Ok(TakeCode::Replayed {
+                family_id: code.row.family_id.clone(),
+                client_id: code.row.client_id.clone(),
+            });
+        }
+        let row = code.row.clone();
+        // Check that the token can go in before spending the code: all or nothing.
+        let token = refresh.map(|n| n.row_for(&row));
+        if let Some(tok) = &token {
+            if t.revoked_families
+                .contains_key(&key(&tok.tenant, &tok.family_id))
+            {
+                return Err(StoreError::FamilyRevoked);
+            }
+            if t.refresh.contains_key(&key(&tok.tenant, &tok.token_hash)) {
+                return Err(StoreError::Conflict("refresh token"));
+            }
+        }
+        if let Some(code) = t.codes.get_mut(&key(tenant, code_hash)) {
+            code.spent = true;
+        }
+        if let Some(tok) = token {
+            t.refresh.insert(
+                key(&tok.tenant, &tok.token_hash),
+                Refresh {
+                    row: tok,
+                    rotated_at: None,
+                },
+            );
+        }
+        Ok(TakeCode::Taken(row))
     }
 
     async fn put_refresh(&self, row: &RefreshRow) -> Result<(), StoreError> {

@@ -80,6 +80,38 @@ pub enum TakeCode {
     Missing,
 }
 
+/// The refresh token to store with a redeemed code ([`Store::redeem_code`]): the rest of
+/// its row (tenant, family, client, subject, scope) comes from the code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRefresh {
+    /// Hash of the new refresh token ([`hash_secret`]).
+    pub token_hash: String,
+    /// The resource the grant is for when the code names none (a `resource` sent only at
+    /// the token endpoint, RFC 8707 §2.2); ignored when the code names one.
+    pub resource: Option<String>,
+    /// When it expires.
+    pub expires_at: u64,
+    /// When it is issued.
+    pub created_at: u64,
+}
+
+impl NewRefresh {
+    /// The refresh token row this makes for `code`: the first of the code's family.
+    pub fn row_for(&self, code: &CodeRow) -> RefreshRow {
+        RefreshRow {
+            tenant: code.tenant.clone(),
+            token_hash: self.token_hash.clone(),
+            family_id: code.family_id.clone(),
+            client_id: code.client_id.clone(),
+            subject: code.subject.clone(),
+            scope: code.scope.clone(),
+            resource: code.resource.clone().or_else(|| self.resource.clone()),
+            expires_at: self.expires_at,
+            created_at: self.created_at,
+        }
+    }
+}
+
 /// What rotating a refresh token found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Rotate {
@@ -119,8 +151,9 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// The backend failed (I/O, connection, database error).
-    #[error("storage backend failed")]
+    /// The backend failed (I/O, connection, database error). The message names the cause
+    /// (never a secret: the store only ever sees hashes of secrets).
+    #[error("storage backend failed: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
@@ -178,6 +211,32 @@ pub trait Store: Send + Sync {
         code_hash: &str,
         now: u64,
     ) -> Result<TakeCode, StoreError>;
+
+    /// Redeems a code and stores the first refresh token of its family, as one atomic step:
+    /// [`take_code`](Self::take_code)'s semantics, and on [`TakeCode::Taken`] the row
+    /// [`NewRefresh::row_for`] makes from the code is stored too (when `refresh` is given).
+    ///
+    /// Done in one step, no replay of the code can come between the redemption and the
+    /// token: the replay then finds the token and revokes it with the family (RFC 6749
+    /// §4.1.2), so of concurrent redemptions exactly one is answered with tokens, and a
+    /// crash never leaves a spent code without its grant. Nothing changes if the token
+    /// cannot be stored ([`StoreError::Conflict`], [`StoreError::FamilyRevoked`]).
+    ///
+    /// The provided implementation calls `take_code` then `put_refresh`, which is not
+    /// atomic; every backend of this workspace overrides it.
+    async fn redeem_code(
+        &self,
+        tenant: &str,
+        code_hash: &str,
+        refresh: Option<&NewRefresh>,
+        now: u64,
+    ) -> Result<TakeCode, StoreError> {
+        let taken = self.take_code(tenant, code_hash, now).await?;
+        if let (TakeCode::Taken(code), Some(new)) = (&taken, refresh) {
+            self.put_refresh(&new.row_for(code)).await?;
+        }
+        Ok(taken)
+    }
 
     // ---- refresh tokens ----
 

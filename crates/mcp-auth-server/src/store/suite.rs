@@ -21,8 +21,9 @@ use std::sync::Arc;
 use tokio::sync::Barrier;
 
 use super::{
-    ClientRow, CodeRow, ConsentRow, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS, RefreshRow,
-    RegistrationKind, Rotate, SigningKeyRow, Store, StoreError, TakeCode, UserRow, hash_secret,
+    ClientRow, CodeRow, ConsentRow, NewRefresh, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS,
+    RefreshRow, RegistrationKind, Rotate, SigningKeyRow, Store, StoreError, TakeCode, UserRow,
+    hash_secret,
 };
 use mcp_auth_types::SecretString;
 
@@ -86,6 +87,8 @@ macro_rules! store_suite {
             code_concurrent_take_has_one_winner,
             code_expiry,
             code_replay_revokes_the_family,
+            code_redeem_stores_the_first_refresh_token,
+            code_concurrent_redeem_and_replay_leave_one_grant_revoked,
             duplicate_keys_conflict,
             refresh_rotation_chain,
             refresh_reuse_revokes_the_family,
@@ -491,6 +494,165 @@ pub async fn code_concurrent_take_has_one_winner(f: Fixture) {
         .filter(|r| matches!(r, TakeCode::Replayed { family_id, .. } if family_id == "fam-1"))
         .count();
     assert_eq!((taken, replayed), (1, RACERS - 1), "{results:?}");
+}
+
+/// A new refresh token `token` for a redeemed code, valid a day.
+pub fn new_refresh(token: &str) -> NewRefresh {
+    NewRefresh {
+        token_hash: hash_secret(token),
+        resource: Some("https://other.example.com/mcp".into()),
+        expires_at: NOW + 86_400,
+        created_at: NOW,
+    }
+}
+
+/// `redeem_code` spends the code and stores the family's first refresh token, made from the
+/// code (its resource when it names one, else the given one); a replay is told apart and the
+/// token stays unstored; an unknown code stores nothing; a token that cannot be stored
+/// leaves the code unspent.
+pub async fn code_redeem_stores_the_first_refresh_token(f: Fixture) {
+    let s = f.store();
+    let c = code("t1", "code-1", "fam-1");
+    s.put_code(&c).await.unwrap();
+    let h = hash_secret("code-1");
+    let new = new_refresh("rt-1");
+    let TakeCode::Taken(row) = s.redeem_code("t1", &h, Some(&new), NOW).await.unwrap() else {
+        panic!("the first redemption takes the code");
+    };
+    assert_eq!(row, c);
+    let stored = s
+        .get_refresh("t1", &hash_secret("rt-1"), NOW)
+        .await
+        .unwrap()
+        .expect("the refresh token is stored with the redemption");
+    assert_eq!(stored, new.row_for(&c));
+    assert_eq!(stored.family_id, "fam-1");
+    assert_eq!(stored.resource, c.resource, "the code's resource wins");
+    assert_eq!(
+        s.redeem_code("t1", &h, Some(&new_refresh("rt-2")), NOW)
+            .await
+            .unwrap(),
+        TakeCode::Replayed {
+            family_id: "fam-1".into(),
+            client_id: "client-1".into()
+        }
+    );
+    assert_eq!(
+        s.get_refresh("t1", &hash_secret("rt-2"), NOW)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.redeem_code("t1", &hash_secret("nope"), Some(&new_refresh("rt-3")), NOW)
+            .await
+            .unwrap(),
+        TakeCode::Missing
+    );
+    assert_eq!(
+        s.get_refresh("t1", &hash_secret("rt-3"), NOW)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Without a resource on the code, the given one; without a token, only the code.
+    let mut c2 = code("t1", "code-2", "fam-2");
+    c2.resource = None;
+    s.put_code(&c2).await.unwrap();
+    let TakeCode::Taken(_) = s
+        .redeem_code(
+            "t1",
+            &hash_secret("code-2"),
+            Some(&new_refresh("rt-4")),
+            NOW,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("taken");
+    };
+    let stored = s
+        .get_refresh("t1", &hash_secret("rt-4"), NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.resource.as_deref(),
+        Some("https://other.example.com/mcp")
+    );
+    s.put_code(&code("t1", "code-3", "fam-3")).await.unwrap();
+    assert!(matches!(
+        s.redeem_code("t1", &hash_secret("code-3"), None, NOW)
+            .await
+            .unwrap(),
+        TakeCode::Taken(_)
+    ));
+
+    // A token hash that exists already: a conflict, and the code stays redeemable.
+    s.put_code(&code("t1", "code-4", "fam-4")).await.unwrap();
+    let clash = s
+        .redeem_code(
+            "t1",
+            &hash_secret("code-4"),
+            Some(&new_refresh("rt-1")),
+            NOW,
+        )
+        .await;
+    assert!(matches!(clash, Err(StoreError::Conflict(_))), "{clash:?}");
+    assert!(matches!(
+        s.redeem_code(
+            "t1",
+            &hash_secret("code-4"),
+            Some(&new_refresh("rt-5")),
+            NOW
+        )
+        .await
+        .unwrap(),
+        TakeCode::Taken(_)
+    ));
+}
+
+/// Concurrent redemptions of one code, each replay revoking the family as the token
+/// endpoint does: exactly one redemption wins, with its token stored, and the replays that
+/// follow revoke it, so no token of the family is left current and none can be added.
+pub async fn code_concurrent_redeem_and_replay_leave_one_grant_revoked(f: Fixture) {
+    let s = f.store().clone();
+    s.put_code(&code("t1", "code-1", "fam-1")).await.unwrap();
+    let h = hash_secret("code-1");
+    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let results = race(&s, |s| {
+        let (h, counter) = (h.clone(), counter.clone());
+        async move {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let new = new_refresh(&format!("rt-{n}"));
+            let r = s.redeem_code("t1", &h, Some(&new), NOW).await;
+            if let Ok(TakeCode::Replayed { family_id, .. }) = &r {
+                s.revoke_family("t1", family_id, NOW).await.unwrap();
+            }
+            Ok::<_, StoreError>((new.token_hash, r))
+        }
+    })
+    .await;
+    let winners: Vec<&String> = results
+        .iter()
+        .filter(|(_, r)| matches!(r, Ok(TakeCode::Taken(_))))
+        .map(|(h, _)| h)
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one redemption wins");
+    assert!(
+        results
+            .iter()
+            .all(|(_, r)| matches!(r, Ok(TakeCode::Taken(_) | TakeCode::Replayed { .. }))),
+        "no error: the winner's token went in with the redemption"
+    );
+    for (hash, _) in &results {
+        assert_eq!(s.get_refresh("t1", hash, NOW).await.unwrap(), None);
+    }
+    assert!(matches!(
+        s.put_refresh(&refresh("t1", "late", "fam-1")).await,
+        Err(StoreError::FamilyRevoked)
+    ));
 }
 
 /// An expired code is missing, spent or not.

@@ -88,6 +88,29 @@ pub async fn fresh_store() -> (RedisStore, Cleanup) {
     (store, Cleanup { url: url(), prefix })
 }
 
+/// Every key under `prefix`, by SCAN (never KEYS: the test database may hold many other
+/// keys, and KEYS blocks Redis while it walks them all).
+pub async fn keys_under(conn: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, mut keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .unwrap();
+        found.append(&mut keys);
+        if next == 0 {
+            return found;
+        }
+        cursor = next;
+    }
+}
+
 /// A raw async connection to the test database.
 pub async fn raw() -> redis::aio::MultiplexedConnection {
     redis::Client::open(url().as_str())
