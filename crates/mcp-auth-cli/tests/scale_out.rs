@@ -4,16 +4,18 @@
 //! starts both; `MCP_AUTH_TEST_REDIS_URL` and `MCP_AUTH_TEST_POSTGRES_URL` say where). Each
 //! test has its own key prefix (Redis) or schema (PostgreSQL), so tests never share rows.
 
+mod common;
+
 use std::collections::HashMap;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use common::{ServeProcess, free_port, http};
 use mcp_auth_types::PkceVerifier;
 use reqwest::{Client, StatusCode, header};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 /// The public issuer both instances share. Never contacted: requests go to each instance's
 /// own port, as a load balancer would send them.
@@ -111,107 +113,16 @@ impl Namespace {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// One instance behind the (imaginary) load balancer.
+type Instance = ServeProcess;
 
-/// A running `mcp-auth serve`, killed when dropped.
-struct Instance {
-    child: Child,
-    base: String,
-    stderr: Arc<Mutex<String>>,
-    _home: tempfile::TempDir,
-}
-
-impl Instance {
-    async fn start(store: &str) -> Self {
-        let home = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-auth"))
-            .env("MCP_AUTH_HOME", home.path())
-            .env_remove("MCP_AUTH_LOG")
-            .args([
-                "serve",
-                "--dev-auto-approve",
-                "--issuer",
-                ISSUER,
-                "--store",
-                store,
-            ])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("mcp-auth serve starts");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let ready = async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.starts_with("Authorization server:") {
-                    return true;
-                }
-            }
-            false
-        };
-        let up = tokio::time::timeout(Duration::from_secs(30), ready).await == Ok(true);
-        assert!(
-            up,
-            "mcp-auth serve --store {store} did not start; stderr: {}",
-            stderr.lock().unwrap()
-        );
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            stderr,
-            _home: home,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        if std::thread::panicking() {
-            eprintln!(
-                "instance {} stderr:\n{}",
-                self.base,
-                self.stderr.lock().unwrap_or_else(|e| e.into_inner())
-            );
-        }
-    }
-}
-
-fn http() -> Client {
-    Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
+/// An instance over `store` with the shared issuer.
+async fn instance(store: &str) -> Instance {
+    ServeProcess::start(
+        &["--dev-auto-approve", "--issuer", ISSUER, "--store", store],
+        None,
+    )
+    .await
 }
 
 async fn register(s: &Instance, auth_method: &str) -> Value {
@@ -353,7 +264,7 @@ async fn exchange_confidential(
 /// Authorize on A, redeem on B; the code then fails on A (and its replay revokes what it
 /// issued, on both); a code redeemed on A fails on B.
 async fn a_flow_crosses_instances(store: &str) {
-    let (a, b) = (Instance::start(store).await, Instance::start(store).await);
+    let (a, b) = (instance(store).await, instance(store).await);
     let (id, secret) = confidential(&a).await;
 
     let v = PkceVerifier::generate();
@@ -379,7 +290,7 @@ async fn a_flow_crosses_instances(store: &str) {
 
 /// Refresh on A, replay the old token on B: the family is revoked on both.
 async fn refresh_reuse_revokes_everywhere(store: &str) {
-    let (a, b) = (Instance::start(store).await, Instance::start(store).await);
+    let (a, b) = (instance(store).await, instance(store).await);
     let id = register(&a, "none").await["client_id"]
         .as_str()
         .unwrap()
@@ -403,7 +314,7 @@ async fn refresh_reuse_revokes_everywhere(store: &str) {
 /// A token revoked on B is inactive at A's introspection at once; both publish one JWKS and
 /// accept each other's access tokens at `/mcp`.
 async fn revocation_and_keys_are_shared(store: &str) {
-    let (a, b) = (Instance::start(store).await, Instance::start(store).await);
+    let (a, b) = (instance(store).await, instance(store).await);
     let jwks_a: Value = http()
         .get(a.url("/jwks"))
         .send()
@@ -470,8 +381,8 @@ async fn revocation_and_keys_are_shared(store: &str) {
 /// is revoked, as RFC 9700 §4.14.2 asks: nothing half-written, no second live chain.
 async fn races_across_instances_have_one_winner(store: &str) {
     let (a, b) = (
-        Arc::new(Instance::start(store).await),
-        Arc::new(Instance::start(store).await),
+        Arc::new(instance(store).await),
+        Arc::new(instance(store).await),
     );
     let (id, secret) = confidential(&a).await;
     let v = PkceVerifier::generate();

@@ -4,93 +4,32 @@
 //! free loopback port (the binaries `scripts/services` installs), so stopping it disturbs no
 //! other test.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{ServeProcess, free_port, http};
 use mcp_auth_types::PkceVerifier;
-use reqwest::{Client, StatusCode, header};
+use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, Command};
 
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `mcp-auth serve --dev-auto-approve --store URL`, rate limits off: the load comes from
+/// one address, and the per-address limits would answer it 429.
+async fn serve(store: &str) -> Serve {
+    ServeProcess::start(
+        &["--dev-auto-approve", "--store", store],
+        Some("[rate_limits]\nregister = false\ntoken = false\nlogin = false\n"),
+    )
+    .await
 }
 
-fn http() -> Client {
-    Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-/// `mcp-auth serve --dev-auto-approve --store URL`, killed when dropped.
-struct Serve {
-    child: Child,
-    base: String,
-    _home: tempfile::TempDir,
-}
-
-impl Serve {
-    async fn start(store: &str) -> Self {
-        let home = tempfile::tempdir().unwrap();
-        // The load comes from one address: the per-address rate limits would answer it 429.
-        std::fs::write(
-            home.path().join("server.toml"),
-            "[rate_limits]\nregister = false\ntoken = false\nlogin = false\n",
-        )
-        .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-auth"))
-            .env("MCP_AUTH_HOME", home.path())
-            .env_remove("MCP_AUTH_LOG")
-            .args(["serve", "--dev-auto-approve", "--listen", "127.0.0.1:0"])
-            .args(["--store", store])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let issuer = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(u) = line.strip_prefix("Authorization server:") {
-                    return Some(u.trim().to_owned());
-                }
-            }
-            None
-        })
-        .await
-        .ok()
-        .flatten()
-        .expect("mcp-auth serve started");
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self {
-            child,
-            base: issuer,
-            _home: home,
-        }
-    }
-
-    fn url(&self, p: &str) -> String {
-        format!("{}{p}", self.base)
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
+type Serve = ServeProcess;
 
 /// One complete flow (register, authorize, exchange): the refresh token, or the status of
 /// the first step that failed.
@@ -221,7 +160,7 @@ impl Load {
 
 /// The common script: load, outage, errors while down, recovery, nothing answered lost.
 async fn outage_and_recovery(store_url: &str, stop: impl AsyncFnOnce(), start: impl AsyncFnOnce()) {
-    let s = Arc::new(Serve::start(store_url).await);
+    let s = Arc::new(serve(store_url).await);
     let before = flow(&s).await.expect("a flow before the outage");
     let load = Load::start(&s);
     tokio::time::sleep(Duration::from_millis(1500)).await;

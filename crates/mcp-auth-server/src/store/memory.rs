@@ -161,21 +161,7 @@ impl Store for MemoryStore {
         code_hash: &str,
         now: u64,
     ) -> Result<TakeCode, StoreError> {
-        let mut t = self.lock();
-        let Some(code) = t.codes.get_mut(&key(tenant, code_hash)) else {
-            return Ok(TakeCode::Missing);
-        };
-        if now >= code.row.expires_at {
-            return Ok(TakeCode::Missing);
-        }
-        if code.spent {
-            return Ok(TakeCode::Replayed {
-                family_id: code.row.family_id.clone(),
-                client_id: code.row.client_id.clone(),
-            });
-        }
-        code.spent = true;
-        Ok(TakeCode::Taken(code.row.clone()))
+        self.redeem_code(tenant, code_hash, None, now).await
     }
 
     async fn redeem_code(

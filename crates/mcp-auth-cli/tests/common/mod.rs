@@ -1,0 +1,121 @@
+//! What the tests that run `mcp-auth serve` as a process share: starting it on a free
+//! loopback port, and an HTTP client that never follows redirects.
+#![allow(dead_code)]
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::Client;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// No redirects followed (they are what the tests look at), no proxy, 30 s timeout.
+pub fn http() -> Client {
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A running `mcp-auth serve` with a private home, killed when dropped; what it logged is
+/// shown when a test fails.
+pub struct ServeProcess {
+    child: Child,
+    /// `http://127.0.0.1:PORT`: where it listens (the issuer may be another URL).
+    pub base: String,
+    stderr: Arc<Mutex<String>>,
+    _home: tempfile::TempDir,
+}
+
+impl ServeProcess {
+    /// `mcp-auth serve --listen 127.0.0.1:PORT ARGS…`, with `server_toml` as the
+    /// configuration file when given; returns once it prints its URLs.
+    pub async fn start(args: &[&str], server_toml: Option<&str>) -> Self {
+        let home = tempfile::tempdir().unwrap();
+        if let Some(toml) = server_toml {
+            std::fs::write(home.path().join("server.toml"), toml).unwrap();
+        }
+        let port = free_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-auth"))
+            .env("MCP_AUTH_HOME", home.path())
+            .env_remove("MCP_AUTH_LOG")
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("mcp-auth serve starts");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with("Authorization server:") {
+                    return true;
+                }
+            }
+            false
+        };
+        let up = tokio::time::timeout(Duration::from_secs(30), ready).await == Ok(true);
+        assert!(
+            up,
+            "mcp-auth serve {args:?} did not start; stderr: {}",
+            stderr.lock().unwrap()
+        );
+        // Keep draining stdout so a late line never meets a closed pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            stderr,
+            _home: home,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Whether the process still runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "mcp-auth serve at {} stderr:\n{}",
+                self.base,
+                self.stderr.lock().unwrap_or_else(|e| e.into_inner())
+            );
+        }
+    }
+}
