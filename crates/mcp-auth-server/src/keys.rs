@@ -488,7 +488,7 @@ mod tests {
     }
 
     /// An instance that has not seen a key yet (another instance rotated) loads it when a
-    /// token names it, at most once per `UNKNOWN_KID_RELOAD`.
+    /// token names it.
     #[tokio::test]
     async fn unknown_kid_reloads_the_published_keys() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
@@ -497,7 +497,7 @@ mod tests {
         signer.ensure(Duration::from_secs(3600)).await.unwrap();
         let token = signer.sign(&claims()).await.unwrap();
         assert!(late.verify(&token, ISSUER, Some(AUDIENCE)).await.is_some());
-        // A forged kid within the window does not read the store again.
+        // A key no instance stored stays unknown, reload or not.
         let other = Keys::new(Arc::new(MemoryStore::new()), "default");
         other.ensure(Duration::from_secs(3600)).await.unwrap();
         let foreign = other.sign(&claims()).await.unwrap();
