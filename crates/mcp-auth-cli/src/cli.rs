@@ -127,6 +127,25 @@ pub enum Command {
         #[command(flatten)]
         auth: AuthArgs,
     },
+    /// A stdio MCP server that relays to a remote OAuth-protected one (drop-in for
+    /// `npx mcp-remote URL`): for clients that only speak stdio.
+    Proxy(crate::proxy::ProxyArgs),
+    /// Check a server's whole discovery and authorization chain against the specs.
+    Doctor {
+        /// The MCP server URL.
+        url: String,
+        /// Also log in (browser), refresh, list the tools and call one.
+        #[arg(long)]
+        login: bool,
+        /// With --login: call this tool (default: the first without required arguments).
+        #[arg(long, value_name = "TOOL", requires = "login")]
+        call: Option<String>,
+        /// Its arguments, a JSON object.
+        #[arg(long, value_name = "JSON", default_value = "{}")]
+        args: String,
+        #[command(flatten)]
+        auth: AuthArgs,
+    },
 }
 
 /// `mcp-auth users …`
@@ -164,7 +183,7 @@ pub struct AuthArgs {
     #[arg(long, value_name = "PORT")]
     pub callback_port: Option<u16>,
     /// Host written in the redirect URI (127.0.0.1 or localhost).
-    #[arg(long, value_name = "HOST", default_value = "127.0.0.1")]
+    #[arg(long, value_name = "HOST", default_value = "127.0.0.1", alias = "host")]
     pub callback_host: String,
     /// Path of the redirect URI.
     #[arg(long, value_name = "PATH", default_value = "/callback")]
@@ -202,7 +221,7 @@ pub struct AuthArgs {
     #[arg(long, value_name = "URL", conflicts_with = "no_resource")]
     pub resource: Option<String>,
     /// Send no resource parameter (some identity providers reject it).
-    #[arg(long)]
+    #[arg(long, alias = "disable-resource-parameter")]
     pub no_resource: bool,
     /// Extra authorization request parameter, k=v (repeatable).
     #[arg(long, value_name = "K=V")]
@@ -242,7 +261,7 @@ impl Default for AuthArgs {
 }
 
 /// Where everything lives: `MCP_AUTH_HOME` or the platform's data directory.
-fn home(cli: &Cli) -> Result<PathBuf> {
+pub(crate) fn home(cli: &Cli) -> Result<PathBuf> {
     if let Some(h) = &cli.home {
         return Ok(h.clone());
     }
@@ -263,7 +282,7 @@ fn open_store(home: &Path) -> Result<Arc<dyn CredentialStore>> {
     Ok(Arc::new(store.map_err(mcp_auth_client::Error::from)?))
 }
 
-fn parse_headers(args: &AuthArgs) -> Result<Vec<(String, String)>> {
+pub(crate) fn parse_headers(args: &AuthArgs) -> Result<Vec<(String, String)>> {
     let mut lines: Vec<String> = args.header.clone();
     if let Some(f) = &args.header_file {
         let text = std::fs::read_to_string(f)
@@ -281,11 +300,36 @@ fn parse_headers(args: &AuthArgs) -> Result<Vec<(String, String)>> {
             let (k, v) = l
                 .split_once(':')
                 .ok_or_else(|| anyhow!("header {l:?} is not 'Name: value'"))?;
-            let (k, v) = (k.trim(), v.trim());
-            http_header_ok(k, v)?;
-            Ok((k.to_owned(), v.to_owned()))
+            let (k, v) = (k.trim(), expand_env(v.trim())?);
+            http_header_ok(k, &v)?;
+            Ok((k.to_owned(), v))
         })
         .collect()
+}
+
+/// Replaces each `${NAME}` with the environment variable NAME (mcp-remote's syntax, so
+/// credentials can stay out of a client's JSON configuration). An unset variable is an
+/// error: sending a header without its credential would fail later and less clearly.
+pub(crate) fn expand_env(value: &str) -> Result<String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            bail!("unclosed ${{ in {value:?}");
+        };
+        let name = &after[..end];
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            bail!("invalid variable name {name:?} in ${{…}}");
+        }
+        let v = std::env::var(name)
+            .map_err(|_| anyhow!("environment variable {name} (used as ${{{name}}}) is not set"))?;
+        out.push_str(&v);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 fn http_header_ok(k: &str, v: &str) -> Result<()> {
@@ -302,11 +346,18 @@ fn http_header_ok(k: &str, v: &str) -> Result<()> {
     Ok(())
 }
 
-fn build_client(
+pub(crate) fn build_client(
     cli: &Cli,
     store: Arc<dyn CredentialStore>,
     args: &AuthArgs,
 ) -> Result<OAuthClient> {
+    let _ = cli;
+    let (opts, http) = client_options(args)?;
+    Ok(OAuthClient::new(store, opts, http)?)
+}
+
+/// The client library's options as the authorization flags give them.
+pub(crate) fn client_options(args: &AuthArgs) -> Result<(ClientOptions, HttpOptions)> {
     let browser = args.browser.clone().or_else(|| {
         std::env::var("BROWSER")
             .ok()
@@ -397,8 +448,7 @@ fn build_client(
         extra_ca_pem,
         ..Default::default()
     };
-    let _ = cli;
-    Ok(OAuthClient::new(store, opts, http)?)
+    Ok((opts, http))
 }
 
 /// Runs a command; returns the exit code.
@@ -457,6 +507,14 @@ pub async fn run(cli: Cli) -> Result<u8> {
             wire,
             auth,
         } => test(&cli, store, url, call.as_deref(), args, wire, auth).await,
+        Command::Doctor {
+            url,
+            login,
+            call,
+            args,
+            auth,
+        } => crate::doctor::run(&cli, store, url, *login, call.as_deref(), args, auth).await,
+        Command::Proxy(args) => crate::proxy::run(store, args).await,
     }
 }
 

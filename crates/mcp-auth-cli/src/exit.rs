@@ -13,7 +13,8 @@ pub const LOGIN_REQUIRED: u8 = 3;
 /// exhausted).
 pub const REFUSED: u8 = 4;
 /// The server or authorization server misbehaved or failed a security check (metadata
-/// issuer/resource mismatch, non-http endpoint, missing PKCE support, iss mismatch).
+/// issuer/resource mismatch, non-http endpoint, missing PKCE support, iss mismatch); for
+/// `doctor`, any MUST violation in its report.
 pub const UNSAFE_SERVER: u8 = 5;
 /// Network failure or an unexpected HTTP status.
 pub const NETWORK: u8 = 6;

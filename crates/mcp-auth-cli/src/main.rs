@@ -1,10 +1,13 @@
 //! `mcp-auth`: log in to OAuth-protected MCP servers and hand their tokens to scripts.
 
 mod cli;
+mod demo_mcp;
+mod doctor;
 mod exit;
 #[cfg(feature = "keyring")]
 mod keyring;
 mod output;
+mod proxy;
 mod serve;
 mod server_config;
 
@@ -20,6 +23,23 @@ fn main() -> ExitCode {
     let args = cli::Cli::parse();
     if matches!(args.command, cli::Command::Demo { .. }) && args.verbose == 0 {
         output::init_demo_logging();
+    } else if let cli::Command::Proxy(p) = &args.command {
+        // stdout is the MCP channel: logs go to stderr or a file only.
+        let file = args.log_file.clone().or_else(|| {
+            if !p.debug {
+                return None;
+            }
+            let home = cli::home(&args).ok()?;
+            let path = proxy::debug_log_path(&home, &p.url);
+            std::fs::create_dir_all(path.parent()?).ok()?;
+            Some(path)
+        });
+        let level = if p.debug { 2 } else { args.verbose };
+        if p.silent && !p.debug && args.log_file.is_none() {
+            output::init_silent_logging();
+        } else {
+            output::init_logging(level, file.as_deref());
+        }
     } else {
         output::init_logging(args.verbose, args.log_file.as_deref());
     }

@@ -42,6 +42,14 @@ pub fn init_logging(verbose: u8, file: Option<&std::path::Path>) {
     }
 }
 
+/// `proxy --silent`: nothing is logged.
+pub fn init_silent_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new("off"))
+        .with_writer(std::io::sink)
+        .try_init();
+}
+
 /// For `demo`: the client library's steps (info level), one line each on stdout, without
 /// timestamps. Nothing secret is logged at any level.
 pub fn init_demo_logging() {

@@ -6,11 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use axum::Json;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use mcp_auth_resource::{Authenticated, ResourceConfig, ResourceServer, Verifier};
+use mcp_auth_resource::{ResourceConfig, ResourceServer, Verifier};
 use mcp_auth_server::local_verifier::LocalVerifier;
 use mcp_auth_server::store::Store;
 use mcp_auth_server::{AuthorizationServer, LocalAccounts};
@@ -18,7 +14,7 @@ use mcp_auth_server::{AuthorizationServer, LocalAccounts};
 use crate::server_config::ServerFile;
 use mcp_auth_store_sqlite::SqliteStore;
 use mcp_auth_types::{Issuer, ResourceUrl};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Opens the store named by `--store`: `sqlite:PATH` or a bare path (default: `server.db`
 /// in the data directory), `redis://HOST:PORT/DB[?prefix=P]` (feature `redis`), or
@@ -216,14 +212,7 @@ pub async fn app(
     let mcp_path = url::Url::parse(mcp_url)
         .map(|u| u.path().to_owned())
         .unwrap_or_else(|_| "/mcp".into());
-    let mcp = axum::Router::new()
-        .route(
-            &mcp_path,
-            post(mcp_endpoint)
-                .get(method_not_allowed)
-                .delete(end_session),
-        )
-        .layer(rs.layer());
+    let mcp = crate::demo_mcp::router(&mcp_path).layer(rs.layer());
     Ok(server.router().merge(rs.metadata_router()).merge(mcp))
 }
 
@@ -303,110 +292,6 @@ pub async fn serve(opts: ServeOptions, home: &Path) -> Result<()> {
 fn origin_of(issuer: &str) -> Result<String> {
     let u = url::Url::parse(issuer).map_err(|e| anyhow!("issuer: {e}"))?;
     Ok(u.origin().ascii_serialization())
-}
-
-async fn method_not_allowed() -> StatusCode {
-    StatusCode::METHOD_NOT_ALLOWED
-}
-
-async fn end_session() -> StatusCode {
-    StatusCode::NO_CONTENT
-}
-
-const PROTOCOL_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
-
-/// A minimal MCP server over streamable HTTP (JSON responses, no sessions): `initialize`,
-/// `server/discover` (2026-07-28), `ping`, `tools/list`, `tools/call` for `echo` and `whoami`.
-async fn mcp_endpoint(
-    auth: Authenticated,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    let Ok(msg) = serde_json::from_slice::<Value>(&body) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(
-                json!({"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse error"}}),
-            ),
-        )
-            .into_response();
-    };
-    let id = msg.get("id").cloned();
-    let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
-    let Some(id) = id else {
-        // A notification.
-        return StatusCode::ACCEPTED.into_response();
-    };
-    let stateless = headers
-        .get("mcp-protocol-version")
-        .and_then(|v| v.to_str().ok())
-        == Some("2026-07-28");
-    let params = msg.get("params").cloned().unwrap_or(json!({}));
-    let result = match method {
-        "initialize" => {
-            let asked = params
-                .get("protocolVersion")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let version = PROTOCOL_VERSIONS
-                .iter()
-                .find(|v| **v == asked)
-                .copied()
-                .unwrap_or(PROTOCOL_VERSIONS[0]);
-            Ok(
-                json!({"protocolVersion": version, "capabilities": {"tools": {}},
-                      "serverInfo": {"name": "mcp-auth demo", "version": env!("CARGO_PKG_VERSION")}}),
-            )
-        }
-        "server/discover" if stateless => Ok(json!({
-            "supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}},
-            "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "mcp-auth demo", "version": env!("CARGO_PKG_VERSION")}},
-        })),
-        "ping" => Ok(json!({})),
-        "tools/list" => Ok(json!({"tools": [
-            {"name": "echo", "description": "Returns its text argument.",
-             "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}},
-            {"name": "whoami", "description": "The subject, client and scopes of the access token.",
-             "inputSchema": {"type": "object"}},
-        ]})),
-        "tools/call" => {
-            let name = params.get("name").and_then(Value::as_str).unwrap_or("");
-            let args = params.get("arguments").cloned().unwrap_or(json!({}));
-            match name {
-                "echo" => Ok(text_result(
-                    args.get("text").and_then(Value::as_str).unwrap_or(""),
-                )),
-                "whoami" => Ok(text_result(
-                    &json!({
-                        "subject": auth.subject, "client_id": auth.client_id,
-                        "scopes": auth.scopes.to_string(), "issuer": auth.issuer,
-                    })
-                    .to_string(),
-                )),
-                other => Err((-32602, format!("unknown tool {other:?}"))),
-            }
-        }
-        other => Err((-32601, format!("method not found: {other}"))),
-    };
-    let (status, body) = match result {
-        Ok(r) => (
-            StatusCode::OK,
-            json!({"jsonrpc": "2.0", "id": id, "result": r}),
-        ),
-        Err((code, message)) => (
-            if stateless && code == -32601 {
-                StatusCode::NOT_FOUND
-            } else {
-                StatusCode::OK
-            },
-            json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}),
-        ),
-    };
-    (status, Json(body)).into_response()
-}
-
-fn text_result(text: &str) -> Value {
-    json!({"content": [{"type": "text", "text": text}], "isError": false})
 }
 
 /// `mcp-auth users add NAME`: the password from stdin (one line).

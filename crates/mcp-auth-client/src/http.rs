@@ -26,6 +26,9 @@ pub struct HttpOptions {
     pub extra_ca_pem: Vec<Vec<u8>>,
     /// `User-Agent`.
     pub user_agent: String,
+    /// Use the proxies named by `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` (and the
+    /// platform's settings); `false` connects directly.
+    pub proxy_from_env: bool,
 }
 
 impl Default for HttpOptions {
@@ -37,12 +40,14 @@ impl Default for HttpOptions {
             max_redirects: 5,
             extra_ca_pem: Vec::new(),
             user_agent: format!("mcp-auth/{}", env!("CARGO_PKG_VERSION")),
+            proxy_from_env: true,
         }
     }
 }
 
 /// Two reqwest clients (redirect-following for GETs of public documents, non-following for
-/// everything else) with the same limits. Proxies come from `HTTPS_PROXY`/`NO_PROXY`.
+/// everything else) with the same limits. Proxies come from `HTTPS_PROXY`/`NO_PROXY` unless
+/// [`HttpOptions::proxy_from_env`] is off.
 ///
 /// The clients are built on first use: loading the platform's trust store costs
 /// milliseconds, and a process that only reads a cached token (`mcp-auth token`) never pays.
@@ -82,6 +87,9 @@ impl Http {
             } else {
                 reqwest::redirect::Policy::limited(redirects)
             });
+        if !opts.proxy_from_env {
+            b = b.no_proxy();
+        }
         for pem in &opts.extra_ca_pem {
             for cert in reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| Error::Config(format!("extra CA certificate: {e}")))?

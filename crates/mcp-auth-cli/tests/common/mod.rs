@@ -35,7 +35,9 @@ pub struct ServeProcess {
     /// `http://127.0.0.1:PORT`: where it listens (the issuer may be another URL).
     pub base: String,
     stderr: Arc<Mutex<String>>,
-    _home: tempfile::TempDir,
+    home: tempfile::TempDir,
+    port: u16,
+    args: Vec<String>,
 }
 
 impl ServeProcess {
@@ -47,8 +49,35 @@ impl ServeProcess {
             std::fs::write(home.path().join("server.toml"), toml).unwrap();
         }
         let port = free_port();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (child, stderr) = Self::spawn(home.path(), port, &args).await;
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            stderr,
+            home,
+            port,
+            args,
+        }
+    }
+
+    /// Stops the process and starts it again on the same port with the same home (its
+    /// store, keys and configuration): what a restart of the server looks like to clients.
+    pub async fn restart(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        let (child, stderr) = Self::spawn(self.home.path(), self.port, &self.args).await;
+        self.child = child;
+        self.stderr = stderr;
+    }
+
+    async fn spawn(
+        home: &std::path::Path,
+        port: u16,
+        args: &[String],
+    ) -> (Child, Arc<Mutex<String>>) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-auth"))
-            .env("MCP_AUTH_HOME", home.path())
+            .env("MCP_AUTH_HOME", home)
             .env_remove("MCP_AUTH_LOG")
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(args)
@@ -89,12 +118,7 @@ impl ServeProcess {
         );
         // Keep draining stdout so a late line never meets a closed pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            stderr,
-            _home: home,
-        }
+        (child, stderr)
     }
 
     pub fn url(&self, path: &str) -> String {
