@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Interoperability test against the official TypeScript MCP SDK client: installs the pinned
 # @modelcontextprotocol/sdk from package-lock.json, starts `mcp-auth serve --dev-auto-approve`
-# on a free port, runs test.mjs (60 s limit) and stops the server. Exits with the test's status.
+# on a free port, runs test.mjs and then proxy.mjs (the SDK's stdio client spawning
+# `mcp-auth proxy`; 60 s limit each) and stops the server. Exits with the test's status.
 # Needs node >= 20, npm and the npm registry; target/release/mcp-auth (or $MCP_AUTH_BIN).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -37,6 +38,11 @@ fi
 rc=0
 timeout 60 node "$here/test.mjs" "$mcp" "$issuer" || rc=$?
 if [ "$rc" -eq 124 ]; then echo "ts-sdk: test.mjs timed out after 60 s" >&2; fi
+if [ "$rc" -eq 0 ]; then
+  # The SDK's stdio client through `mcp-auth proxy` (its own store, an empty one).
+  timeout 60 node "$here/proxy.mjs" "$mcp" "$bin" "$work/proxy-home" || rc=$?
+  if [ "$rc" -eq 124 ]; then echo "ts-sdk: proxy.mjs timed out after 60 s" >&2; fi
+fi
 if [ "$rc" -ne 0 ]; then
   echo "--- server stderr:" >&2
   cat "$work/serve.err" >&2

@@ -36,8 +36,9 @@ pub(crate) struct Legacy {
     url: url::Url,
     headers: Vec<(HeaderName, HeaderValue)>,
     inbound: Arc<Inbound>,
-    /// The current POST endpoint (`None` while connecting or disconnected).
-    endpoint: watch::Sender<Option<url::Url>>,
+    /// The current POST endpoint (`None` while connecting or disconnected), or why the one
+    /// the server named was refused.
+    endpoint: watch::Sender<Option<Result<url::Url, String>>>,
     init: Mutex<Option<Value>>,
     task: Mutex<Option<JoinHandle<()>>>,
     internal_ids: AtomicU64,
@@ -122,16 +123,25 @@ impl Legacy {
         if let Some(old) = lock(&self.task).replace(task) {
             old.abort();
         }
-        self.wait_endpoint().await.map(|_| ())
+        match self.wait_endpoint().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // Nothing will use this stream: stop reading (and reconnecting) it.
+                self.close();
+                Err(e)
+            }
+        }
     }
 
     async fn wait_endpoint(&self) -> Result<url::Url, SendError> {
         let mut rx = self.endpoint.subscribe();
         let got = tokio::time::timeout(ENDPOINT_WAIT, rx.wait_for(Option::is_some)).await;
         match got {
-            Ok(Ok(ep)) => ep
-                .clone()
-                .ok_or_else(|| SendError::NoEndpoint("disconnected".into())),
+            Ok(Ok(ep)) => match ep.clone() {
+                Some(Ok(u)) => Ok(u),
+                Some(Err(refused)) => Err(SendError::NoEndpoint(refused)),
+                None => Err(SendError::NoEndpoint("disconnected".into())),
+            },
             Ok(Err(_)) => Err(SendError::NoEndpoint("the stream is closed".into())),
             Err(_) => Err(SendError::NoEndpoint(format!(
                 "none within {} s",
@@ -154,9 +164,12 @@ impl Legacy {
                         match resolve_endpoint(&base, &data) {
                             Ok(u) => {
                                 tracing::debug!("the server's message endpoint arrived");
-                                endpoint.send_replace(Some(u));
+                                endpoint.send_replace(Some(Ok(u)));
                             }
-                            Err(e) => tracing::warn!("{e}"),
+                            Err(e) => {
+                                tracing::warn!("{e}");
+                                endpoint.send_replace(Some(Err(e)));
+                            }
                         }
                     }
                 };
