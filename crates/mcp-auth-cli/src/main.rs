@@ -55,7 +55,11 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::INTERNAL);
         }
     };
-    match rt.block_on(cli::run(args)) {
+    let outcome = rt.block_on(cli::run(args));
+    // Do not wait for blocking threads: one may sit in a read of stdin (`proxy`) that
+    // never returns while the client keeps the pipe open.
+    rt.shutdown_background();
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = exit::code_for(&e);

@@ -243,3 +243,23 @@ async fn unknown_flags_are_refused_with_their_name() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--keep-alive"), "{err}");
 }
+
+#[tokio::test]
+async fn sigterm_ends_the_proxy_cleanly() {
+    let server = ServeProcess::start(&["--dev-auto-approve"], None).await;
+    let home = tempfile::tempdir().unwrap();
+    let count = home.path().join("browser-launches");
+    let mut proxy = Proxy::start(home.path(), &server.url("/mcp"), &browser(&count), &[]);
+    proxy.initialize().await;
+    let pid = proxy.child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), proxy.child.wait())
+        .await
+        .expect("the proxy exits within 10 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}
