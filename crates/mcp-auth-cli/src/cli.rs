@@ -674,6 +674,16 @@ async fn clear(cli: &Cli, store: Arc<dyn CredentialStore>) -> Result<u8> {
     Ok(exit::OK)
 }
 
+/// `--args`: a tool's arguments, a JSON object.
+pub(crate) fn tool_arguments(args: &str) -> Result<Value> {
+    let arguments: Value =
+        serde_json::from_str(args).map_err(|e| anyhow!("--args is not JSON: {e}"))?;
+    if !arguments.is_object() {
+        bail!("--args must be a JSON object");
+    }
+    Ok(arguments)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn test(
     cli: &Cli,
@@ -684,11 +694,7 @@ async fn test(
     wire: &str,
     auth: &AuthArgs,
 ) -> Result<u8> {
-    let arguments: Value =
-        serde_json::from_str(args).map_err(|e| anyhow!("--args is not JSON: {e}"))?;
-    if !arguments.is_object() {
-        bail!("--args must be a JSON object");
-    }
+    let arguments = tool_arguments(args)?;
     let wire = match wire {
         "auto" => WireFormat::Auto,
         "stateless" => WireFormat::Stateless,

@@ -3,10 +3,9 @@
 
 use std::sync::Arc;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::Result;
 use mcp_auth_client::store::CredentialStore;
 use mcp_auth_doctor::{Options, ToolCall, diagnose, login_and_call};
-use serde_json::Value;
 
 use crate::cli::{AuthArgs, Cli, build_client, parse_headers};
 use crate::exit;
@@ -22,11 +21,7 @@ pub async fn run(
     args: &str,
     auth: &AuthArgs,
 ) -> Result<u8> {
-    let arguments: Value =
-        serde_json::from_str(args).map_err(|e| anyhow!("--args is not JSON: {e}"))?;
-    if !arguments.is_object() {
-        bail!("--args must be a JSON object");
-    }
+    let arguments = crate::cli::tool_arguments(args)?;
     let client = build_client(cli, store, auth)?;
     let headers = parse_headers(auth)?;
     let mut opts = Options::new(client.http().clone());

@@ -164,12 +164,7 @@ impl Streamable {
 
     /// Takes the session id an `initialize` answer assigned.
     fn adopt_session(&self, resp: &reqwest::Response) {
-        let sid = resp
-            .headers()
-            .get(SESSION_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|s| valid_session_id(s))
-            .map(str::to_owned);
+        let sid = session_id_of(resp);
         let mut s = lock(&self.session);
         s.id = sid;
         s.generation += 1;
@@ -317,12 +312,7 @@ impl Streamable {
                     body: String::new(),
                 });
             }
-            let sid = resp
-                .headers()
-                .get(SESSION_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .filter(|s| valid_session_id(s))
-                .map(str::to_owned);
+            let sid = session_id_of(&resp);
             self.consume(resp, Some(&key), None).await?;
             Ok(sid)
         }
@@ -444,6 +434,15 @@ impl Streamable {
             }
         }
     }
+}
+
+/// The `Mcp-Session-Id` a response assigns, when it is a usable header value.
+fn session_id_of(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| valid_session_id(s))
+        .map(str::to_owned)
 }
 
 /// Reads a body up to `cap` bytes.
