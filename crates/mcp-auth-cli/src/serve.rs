@@ -212,7 +212,10 @@ pub async fn app(
     let mcp_path = url::Url::parse(mcp_url)
         .map(|u| u.path().to_owned())
         .unwrap_or_else(|_| "/mcp".into());
-    let mcp = crate::demo_mcp::router(&mcp_path).layer(rs.layer());
+    // CORS outermost: a browser's preflight carries no token and must not meet the 401.
+    let mcp = crate::demo_mcp::router(&mcp_path)
+        .layer(rs.layer())
+        .layer(mcp_auth_server::router::cors());
     Ok(server.router().merge(rs.metadata_router()).merge(mcp))
 }
 

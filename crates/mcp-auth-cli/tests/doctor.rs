@@ -69,6 +69,8 @@ async fn serve_passes_every_must_check() {
     let r = report(&o);
     assert_eq!(o.status.code(), Some(0), "{r:#}");
     assert_no_must_violation(&r);
+    // Not even a SHOULD is missed: CORS for browser clients included.
+    assert_eq!(r["verdict"]["warnings"], 0, "{r:#}");
     for id in [
         "challenge.status",
         "challenge.bearer",

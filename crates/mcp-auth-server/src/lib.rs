@@ -59,7 +59,7 @@ pub mod local_verifier;
 pub mod login;
 pub mod pages;
 pub mod ratelimit;
-mod router;
+pub mod router;
 pub mod store;
 
 pub use config::{CimdConfig, ServerConfig, Ttls};

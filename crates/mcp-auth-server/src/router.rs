@@ -76,38 +76,71 @@ impl AuthorizationServer {
         let mut r = Router::new()
             .route(
                 &format!("/.well-known/oauth-authorization-server{base}"),
-                get(handlers::metadata),
+                get(handlers::metadata).layer(cors()),
             )
             .route(
                 &format!("/.well-known/openid-configuration{base}"),
-                get(handlers::openid_configuration),
+                get(handlers::openid_configuration).layer(cors()),
             )
             .route(
                 &p("/authorize"),
                 get(handlers::authorize).post(limited(handlers::decide, limits.login)),
             )
-            .route(&p("/token"), limited(handlers::token, limits.token))
+            .route(
+                &p("/token"),
+                limited(handlers::token, limits.token).layer(cors()),
+            )
             .route(
                 &p("/register"),
-                limited(handlers::register, limits.register),
+                limited(handlers::register, limits.register).layer(cors()),
             )
             .route(
                 &p("/register/{client_id}"),
                 get(handlers::read_registration)
                     .put(handlers::update_registration)
-                    .delete(handlers::delete_registration),
+                    .delete(handlers::delete_registration)
+                    .layer(cors()),
             )
-            .route(&p("/revoke"), post(handlers::revoke))
+            .route(&p("/revoke"), post(handlers::revoke).layer(cors()))
             .route(&p("/introspect"), post(handlers::introspect))
-            .route(&p("/jwks"), get(handlers::jwks));
+            .route(&p("/jwks"), get(handlers::jwks).layer(cors()));
         if !base.is_empty() {
             r = r.route(
                 &p("/.well-known/openid-configuration"),
-                get(handlers::openid_configuration),
+                get(handlers::openid_configuration).layer(cors()),
             );
         }
         r.with_state(self.state.clone())
     }
+}
+
+/// CORS for the endpoints a browser-based MCP client calls with `fetch` (metadata, token,
+/// registration, revocation, JWKS): any origin, no credentials (these endpoints use none:
+/// clients authenticate in the request itself), preflights answered. Never on `/authorize`
+/// or the login and consent pages, which a browser navigates to and another origin must not
+/// read; nor on introspection, which is for resource servers.
+pub fn cors() -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, Method, header};
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            HeaderName::from_static("mcp-protocol-version"),
+            HeaderName::from_static("mcp-session-id"),
+            HeaderName::from_static("mcp-method"),
+            HeaderName::from_static("mcp-name"),
+            HeaderName::from_static("last-event-id"),
+            HeaderName::from_static("dpop"),
+        ])
+        .expose_headers([
+            header::WWW_AUTHENTICATE,
+            HeaderName::from_static("mcp-session-id"),
+            HeaderName::from_static("dpop-nonce"),
+        ])
+        .max_age(std::time::Duration::from_secs(3600))
 }
 
 /// `POST handler`, behind a rate limiter when `quota` is set.
