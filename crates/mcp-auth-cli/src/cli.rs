@@ -297,9 +297,13 @@ pub(crate) fn parse_headers(args: &AuthArgs) -> Result<Vec<(String, String)>> {
     lines
         .iter()
         .map(|l| {
-            let (k, v) = l
-                .split_once(':')
-                .ok_or_else(|| anyhow!("header {l:?} is not 'Name: value'"))?;
+            let (k, v) = l.split_once(':').ok_or_else(|| {
+                // Not echoed: a malformed line may still hold a credential.
+                anyhow!(
+                    "a header ({} characters) is not 'Name: value'",
+                    l.chars().count()
+                )
+            })?;
             let (k, v) = (k.trim(), expand_env(v.trim())?);
             http_header_ok(k, &v)?;
             Ok((k.to_owned(), v))
@@ -317,7 +321,7 @@ pub(crate) fn expand_env(value: &str) -> Result<String> {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let Some(end) = after.find('}') else {
-            bail!("unclosed ${{ in {value:?}");
+            bail!("unclosed ${{ in a header or client value (the value is not shown)");
         };
         let name = &after[..end];
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
@@ -762,5 +766,37 @@ fn text_of(result: &Value) -> String {
         result.to_string()
     } else {
         texts.join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_expansion_in_header_values() {
+        // PATH is set in every test environment; the test sets nothing.
+        let path = std::env::var("PATH").unwrap_or_default();
+        assert_eq!(expand_env("a ${PATH} b").unwrap(), format!("a {path} b"));
+        assert_eq!(expand_env("no vars").unwrap(), "no vars");
+        let unset = expand_env("Bearer ${MCP_AUTH_SURELY_UNSET_VARIABLE_1234}").unwrap_err();
+        assert!(
+            unset
+                .to_string()
+                .contains("MCP_AUTH_SURELY_UNSET_VARIABLE_1234")
+        );
+        let unclosed = expand_env("Bearer s3cr3t ${OOPS").unwrap_err().to_string();
+        assert!(!unclosed.contains("s3cr3t"), "{unclosed}");
+        assert!(expand_env("${bad-name}").is_err());
+    }
+
+    #[test]
+    fn malformed_header_lines_are_not_echoed() {
+        let args = AuthArgs {
+            header: vec!["Authorization Bearer s3cr3t".into()],
+            ..AuthArgs::default()
+        };
+        let e = parse_headers(&args).unwrap_err().to_string();
+        assert!(!e.contains("s3cr3t"), "{e}");
     }
 }

@@ -92,8 +92,8 @@ impl FromStr for TransportStrategy {
     }
 }
 
-/// What to relay to.
-#[derive(Debug, Clone)]
+/// What to relay to. `Debug` shows header names only: their values are often credentials.
+#[derive(Clone)]
 pub struct ProxyConfig {
     /// The server's MCP endpoint (streamable HTTP) or SSE URL (HTTP+SSE).
     pub url: url::Url,
@@ -105,6 +105,23 @@ pub struct ProxyConfig {
     pub ignore_tools: ToolFilter,
     /// Largest message accepted from either side, bytes.
     pub max_message_bytes: usize,
+}
+
+impl std::fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<String> = self
+            .headers
+            .iter()
+            .map(|(k, _)| format!("{k}: [redacted]"))
+            .collect();
+        f.debug_struct("ProxyConfig")
+            .field("url", &self.url.as_str())
+            .field("transport", &self.transport)
+            .field("headers", &headers)
+            .field("ignore_tools", &self.ignore_tools)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .finish()
+    }
 }
 
 impl ProxyConfig {
@@ -451,4 +468,24 @@ async fn write_lines<W: AsyncWrite + Unpin>(
         }
     }
     out.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_header_values() {
+        let mut c = ProxyConfig::new(url::Url::parse("https://mcp.example.com/mcp").unwrap());
+        c.headers = vec![("Authorization".into(), "Bearer s3cr3t-token".into())];
+        let proxy = Proxy::new(
+            c.clone(),
+            reqwest_middleware::ClientBuilder::new(reqwest::Client::new()).build(),
+        )
+        .unwrap();
+        for shown in [format!("{c:?}"), format!("{proxy:?}")] {
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+            assert!(shown.contains("Authorization"), "{shown}");
+        }
+    }
 }
