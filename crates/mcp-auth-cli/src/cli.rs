@@ -94,6 +94,12 @@ pub enum Command {
         /// Also host an isolated tenant NAME with issuer {issuer}/t/NAME (repeatable).
         #[arg(long = "tenant", value_name = "NAME")]
         tenants: Vec<String>,
+        /// Log users in through this OpenID Connect provider (proxy-provider mode): its
+        /// client id and secret come from MCP_AUTH_UPSTREAM_CLIENT_ID and
+        /// MCP_AUTH_UPSTREAM_CLIENT_SECRET; it sends the browser back to
+        /// {issuer}/oauth/callback. Accounts are oidc:<subject>.
+        #[arg(long, value_name = "ISSUER_URL")]
+        upstream_oidc: Option<String>,
     },
     /// A server on a free port, a login to it and a `whoami` call, each step printed.
     Demo {
@@ -109,6 +115,18 @@ pub enum Command {
         /// redis://HOST:PORT/DB or postgres://USER@HOST:PORT/DB.
         #[arg(long, value_name = "URL", global = true)]
         store: Option<String>,
+    },
+    /// List or withdraw the consents users gave to clients at the authorization server.
+    Consents {
+        #[command(subcommand)]
+        command: ConsentsCommand,
+        /// Storage: sqlite:PATH (default: server.db in the data directory),
+        /// redis://HOST:PORT/DB or postgres://USER@HOST:PORT/DB.
+        #[arg(long, value_name = "URL", global = true)]
+        store: Option<String>,
+        /// The tenant (default: the default one).
+        #[arg(long, value_name = "NAME", global = true, default_value = "default")]
+        tenant: String,
     },
     /// Connect to a server (logging in when needed), list its tools, optionally call one.
     Test {
@@ -155,6 +173,25 @@ pub enum UsersCommand {
     Add {
         /// The username.
         name: String,
+    },
+}
+
+/// `mcp-auth consents …`
+#[derive(Debug, Subcommand)]
+pub enum ConsentsCommand {
+    /// The consents, of one user with --user.
+    List {
+        /// Only this account (`local:alice`, `github:583231`).
+        #[arg(long, value_name = "ACCOUNT")]
+        user: Option<String>,
+    },
+    /// Withdraw a user's consent for a client, and revoke what the client holds for them
+    /// (refresh tokens and their access tokens).
+    Revoke {
+        /// The account (`local:alice`).
+        user: String,
+        /// The client id.
+        client_id: String,
     },
 }
 
@@ -466,6 +503,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
             store,
             dev_auto_approve,
             tenants,
+            upstream_oidc,
         } => {
             crate::serve::serve(
                 crate::serve::ServeOptions {
@@ -475,6 +513,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
                     store: store.clone(),
                     dev_auto_approve: *dev_auto_approve,
                     tenants: tenants.clone(),
+                    upstream_oidc: upstream_oidc.clone(),
                 },
                 &home,
             )
@@ -492,11 +531,22 @@ pub async fn run(cli: Cli) -> Result<u8> {
             crate::serve::add_user(&home, store.as_deref(), name).await?;
             return Ok(exit::OK);
         }
+        Command::Consents {
+            command,
+            store,
+            tenant,
+        } => {
+            return crate::serve::consents(&home, store.as_deref(), tenant, command, cli.json)
+                .await;
+        }
         _ => {}
     }
     let store = open_store(&home)?;
     match &cli.command {
-        Command::Serve { .. } | Command::Users { .. } | Command::Demo { .. } => Ok(exit::OK),
+        Command::Serve { .. }
+        | Command::Users { .. }
+        | Command::Consents { .. }
+        | Command::Demo { .. } => Ok(exit::OK),
         Command::Login { url, auth } => login(&cli, store, url, auth).await,
         Command::List => list(&cli, store).await,
         Command::Token { server } => token(&cli, store, server, false).await,

@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use mcp_auth_resource::Authenticated;
+use mcp_auth_server::upstream::UpstreamAccess;
 use serde_json::{Value, json};
 
 const PROTOCOL_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
@@ -76,8 +77,9 @@ impl Sessions {
     }
 }
 
-/// The demo endpoint at `path` (put the resource layer over it).
-pub fn router(path: &str) -> axum::Router {
+/// The demo endpoint at `path` (put the resource layer over it); `upstream`: users log in
+/// through upstream providers, so the `upstream_profile` tool is offered.
+pub fn router(path: &str, upstream: bool) -> axum::Router {
     axum::Router::new()
         .route(
             path,
@@ -85,7 +87,17 @@ pub fn router(path: &str) -> axum::Router {
                 .get(method_not_allowed)
                 .delete(end_session),
         )
-        .with_state(Sessions::default())
+        .with_state(Demo {
+            sessions: Sessions::default(),
+            upstream,
+        })
+}
+
+/// The endpoint's state.
+#[derive(Clone)]
+struct Demo {
+    sessions: Sessions,
+    upstream: bool,
 }
 
 async fn method_not_allowed() -> StatusCode {
@@ -96,7 +108,7 @@ fn session_of(headers: &HeaderMap) -> Option<&str> {
     headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok())
 }
 
-async fn end_session(State(sessions): State<Sessions>, headers: HeaderMap) -> StatusCode {
+async fn end_session(State(Demo { sessions, .. }): State<Demo>, headers: HeaderMap) -> StatusCode {
     match session_of(&headers) {
         Some(id) if sessions.end(id) => StatusCode::NO_CONTENT,
         Some(_) => StatusCode::NOT_FOUND,
@@ -113,8 +125,12 @@ fn rpc_error(status: StatusCode, id: Option<Value>, code: i64, message: &str) ->
 }
 
 async fn mcp_endpoint(
-    State(sessions): State<Sessions>,
+    State(Demo {
+        sessions,
+        upstream: offers_upstream,
+    }): State<Demo>,
     auth: Authenticated,
+    upstream: Option<UpstreamAccess>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -162,14 +178,7 @@ async fn mcp_endpoint(
             "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "mcp-auth demo", "version": env!("CARGO_PKG_VERSION")}},
         })),
         "ping" => Ok(json!({})),
-        "tools/list" => Ok(json!({"tools": [
-            {"name": "echo", "description": "Returns its text argument.",
-             "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}},
-            {"name": "whoami", "description": "The subject, client and scopes of the access token.",
-             "inputSchema": {"type": "object"}},
-            {"name": "notify", "description": "Sends its text back as a log notification (on the request's SSE stream), then answers.",
-             "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}},
-        ]})),
+        "tools/list" => Ok(json!({"tools": tools(offers_upstream)})),
         "tools/call" => {
             let name = params.get("name").and_then(Value::as_str).unwrap_or("");
             let args = params.get("arguments").cloned().unwrap_or(json!({}));
@@ -178,7 +187,7 @@ async fn mcp_endpoint(
                 "echo" => Ok(text_result(text)),
                 "whoami" => Ok(text_result(
                     &json!({
-                        "subject": auth.subject, "client_id": auth.client_id,
+                        "sub": auth.subject, "subject": auth.subject, "client_id": auth.client_id,
                         "scopes": auth.scopes.to_string(), "issuer": auth.issuer,
                     })
                     .to_string(),
@@ -188,6 +197,19 @@ async fn mcp_endpoint(
                         "params": {"level": "info", "logger": "demo", "data": text}}));
                     Ok(text_result("sent"))
                 }
+                "upstream_profile" => Ok(match &upstream {
+                    // The upstream token stays here: only what the provider answered goes
+                    // back to the client.
+                    Some(up) => match up.profile().await {
+                        Ok(profile) => text_result(&profile.to_string()),
+                        Err(e) => error_result(&format!(
+                            "the upstream provider could not be reached for you: {e}"
+                        )),
+                    },
+                    None => error_result(
+                        "this account did not sign in through an upstream identity provider",
+                    ),
+                }),
                 other => Err((-32602, format!("unknown tool {other:?}"))),
             }
         }
@@ -229,6 +251,27 @@ async fn mcp_endpoint(
     resp
 }
 
+/// The tools offered.
+fn tools(upstream: bool) -> Value {
+    let mut tools = json!([
+            {"name": "echo", "description": "Returns its text argument.",
+             "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}},
+            {"name": "whoami", "description": "The subject, client and scopes of the access token.",
+             "inputSchema": {"type": "object"}},
+            {"name": "notify", "description": "Sends its text back as a log notification (on the request's SSE stream), then answers.",
+             "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}}
+    ]);
+    if upstream && let Some(list) = tools.as_array_mut() {
+        list.push(json!({"name": "upstream_profile", "description": "Your profile, fetched from your upstream identity provider with your upstream token (proxy-provider mode).",
+             "inputSchema": {"type": "object"}}));
+    }
+    tools
+}
+
 fn text_result(text: &str) -> Value {
     json!({"content": [{"type": "text", "text": text}], "isError": false})
+}
+
+fn error_result(text: &str) -> Value {
+    json!({"content": [{"type": "text", "text": text}], "isError": true})
 }

@@ -10,6 +10,7 @@ mod output;
 mod proxy;
 mod serve;
 mod server_config;
+mod upstream_config;
 
 use std::process::ExitCode;
 

@@ -9,7 +9,10 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use mcp_auth_resource::{ResourceConfig, ResourceServer, Verifier};
 use mcp_auth_server::local_verifier::LocalVerifier;
 use mcp_auth_server::store::Store;
-use mcp_auth_server::{AuthorizationServer, LocalAccounts};
+use mcp_auth_server::{
+    AuthorizationServer, IdentityProvider, LocalAccounts, SealKeys, UpstreamIdentity, UpstreamVault,
+};
+use mcp_auth_upstream::Upstream;
 
 use crate::server_config::ServerFile;
 use mcp_auth_store_sqlite::SqliteStore;
@@ -146,6 +149,149 @@ pub struct ServeOptions {
     pub dev_auto_approve: bool,
     /// Extra isolated tenants, each its own issuer `{issuer}/t/{name}`.
     pub tenants: Vec<String>,
+    /// `--upstream-oidc ISSUER_URL`: one OpenID Connect upstream, its client from
+    /// `MCP_AUTH_UPSTREAM_CLIENT_ID` / `MCP_AUTH_UPSTREAM_CLIENT_SECRET`.
+    pub upstream_oidc: Option<String>,
+}
+
+/// How users log in: the identity providers in login-page order, and the vault their
+/// upstream tokens are kept in when any provider is an upstream one.
+pub struct Logins {
+    /// The providers.
+    pub idps: Vec<Arc<dyn IdentityProvider>>,
+    /// The upstream token vault.
+    pub vault: Option<UpstreamVault>,
+}
+
+impl Logins {
+    /// Local accounts only.
+    pub fn local(store: Arc<dyn Store>) -> Self {
+        Self {
+            idps: vec![Arc::new(LocalAccounts::new(store))],
+            vault: None,
+        }
+    }
+}
+
+/// The upstream providers of the configuration file and `--upstream-oidc`.
+fn upstream_providers(
+    file: &ServerFile,
+    upstream_oidc: Option<&str>,
+) -> Result<Vec<Arc<dyn Upstream>>> {
+    let mut out: Vec<Arc<dyn Upstream>> = Vec::new();
+    for u in &file.upstream {
+        let secret = u.client_secret()?;
+        out.push(crate::upstream_config::provider(u, secret)?);
+    }
+    if let Some(issuer) = upstream_oidc {
+        let client_id = std::env::var("MCP_AUTH_UPSTREAM_CLIENT_ID").map_err(|_| {
+            anyhow!("--upstream-oidc needs MCP_AUTH_UPSTREAM_CLIENT_ID in the environment")
+        })?;
+        let secret = std::env::var("MCP_AUTH_UPSTREAM_CLIENT_SECRET").ok();
+        let u = crate::server_config::UpstreamFile {
+            kind: crate::server_config::UpstreamKind::Oidc,
+            id: None,
+            label: None,
+            issuer: Some(issuer.to_owned()),
+            client_id,
+            client_secret_env: None,
+            client_secret_file: None,
+            scopes: None,
+            userinfo: Some(true),
+            extra_authorize_params: None,
+            // A provider on this machine (tests, a second local server) may be plain http.
+            allow_http: Some(crate::upstream_config::is_loopback_url(issuer)),
+            web_base: None,
+            api_base: None,
+        };
+        out.push(crate::upstream_config::provider(&u, secret)?);
+    }
+    Ok(out)
+}
+
+/// The keys that seal upstream tokens: `MCP_AUTH_UPSTREAM_TOKEN_KEYS` (or the variable
+/// `[upstream_tokens] keys_env` names), else the keys file (default
+/// `upstream-token.keys` in the data directory), created with a new random key when missing.
+fn seal_keys(file: &ServerFile, home: &Path) -> Result<SealKeys> {
+    let conf = file.upstream_tokens.clone().unwrap_or_default();
+    let var = conf
+        .keys_env
+        .clone()
+        .unwrap_or_else(|| "MCP_AUTH_UPSTREAM_TOKEN_KEYS".into());
+    if let Ok(spec) = std::env::var(&var) {
+        return SealKeys::parse(&spec).map_err(|e| anyhow!("{var}: {e}"));
+    }
+    let path = conf
+        .keys_file
+        .clone()
+        .unwrap_or_else(|| home.join("upstream-token.keys"));
+    let spec = match std::fs::read_to_string(&path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let spec = SealKeys::generate_spec().map_err(|e| anyhow!(e))?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            write_private(&path, &spec)?;
+            eprintln!(
+                "Created {} (the key that seals users' upstream tokens; keep it with the database)",
+                path.display()
+            );
+            spec
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    SealKeys::parse(&spec).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The logins `serve` offers: the upstream providers configured, plus local accounts when
+/// none is or `local_accounts = true`.
+pub fn logins(
+    file: &ServerFile,
+    upstream_oidc: Option<&str>,
+    store: Arc<dyn Store>,
+    tenant: &str,
+    external_token_ttl: std::time::Duration,
+    home: &Path,
+) -> Result<Logins> {
+    let upstreams = upstream_providers(file, upstream_oidc)?;
+    let local = file.local_accounts.unwrap_or(upstreams.is_empty());
+    let mut idps: Vec<Arc<dyn IdentityProvider>> = Vec::new();
+    if local {
+        idps.push(Arc::new(LocalAccounts::new(store.clone())));
+    }
+    for u in &upstreams {
+        idps.push(Arc::new(UpstreamIdentity(u.clone())));
+    }
+    if idps.is_empty() {
+        bail!("no way to log in: local_accounts = false and no [[upstream]]");
+    }
+    let vault = if upstreams.is_empty() {
+        None
+    } else {
+        Some(UpstreamVault::new(
+            store,
+            tenant,
+            seal_keys(file, home)?,
+            upstreams,
+            external_token_ttl,
+        ))
+    };
+    Ok(Logins { idps, vault })
 }
 
 /// Tenant names become URL path segments and storage keys: keep them plain.
@@ -193,13 +339,20 @@ pub async fn app(
     store: Arc<dyn Store>,
     dev_auto_approve: bool,
     file: &ServerFile,
+    logins: Logins,
 ) -> Result<axum::Router> {
     let mut config = file.server_config(issuer, dev_auto_approve)?;
     config.default_audience = Some(mcp_url.to_owned());
     config.resources = vec![mcp_url.to_owned()];
-    let server = AuthorizationServer::new(config, store.clone())
-        .await
-        .context("starting the authorization server")?;
+    let vault = logins.vault.clone();
+    let server = AuthorizationServer::with_identity_providers(
+        config,
+        store.clone(),
+        logins.idps,
+        logins.vault,
+    )
+    .await
+    .context("starting the authorization server")?;
     let verifier = LocalVerifier::new(&server, mcp_url);
     let mut rc = ResourceConfig::new(
         ResourceUrl::parse_exact(mcp_url).map_err(|e| anyhow!("MCP URL: {e}"))?,
@@ -213,9 +366,12 @@ pub async fn app(
         .map(|u| u.path().to_owned())
         .unwrap_or_else(|_| "/mcp".into());
     // CORS outermost: a browser's preflight carries no token and must not meet the 401.
-    let mcp = crate::demo_mcp::router(&mcp_path)
-        .layer(rs.layer())
-        .layer(mcp_auth_server::router::cors());
+    let mut mcp = crate::demo_mcp::router(&mcp_path, vault.is_some());
+    if let Some(v) = vault {
+        // Tool handlers reach the user's upstream token through `UpstreamAccess`.
+        mcp = mcp.layer(axum::Extension(v));
+    }
+    let mcp = mcp.layer(rs.layer()).layer(mcp_auth_server::router::cors());
     Ok(server.router().merge(rs.metadata_router()).merge(mcp))
 }
 
@@ -265,9 +421,25 @@ pub async fn serve(opts: ServeOptions, home: &Path) -> Result<()> {
         std::time::Duration::from_secs(60),
         mcp_auth_server::store::unix_now,
     );
-    let app = app(&issuer, &mcp_url, store.clone(), dev_auto_approve, &file)
-        .await?
-        .merge(tenant_routers(&issuer, &tenants, store, dev_auto_approve, &file).await?);
+    let ttls = file.server_config(&issuer, dev_auto_approve)?.ttls;
+    let logins = logins(
+        &file,
+        opts.upstream_oidc.as_deref(),
+        store.clone(),
+        "default",
+        ttls.external_token,
+        home,
+    )?;
+    let app = app(
+        &issuer,
+        &mcp_url,
+        store.clone(),
+        dev_auto_approve,
+        &file,
+        logins,
+    )
+    .await?
+    .merge(tenant_routers(&issuer, &tenants, store, dev_auto_approve, &file).await?);
     if dev_auto_approve {
         eprintln!(
             "WARNING: --dev-auto-approve: every authorization request is approved without a login. Tests and benchmarks only."
@@ -316,6 +488,73 @@ pub async fn add_user(home: &Path, store_spec: Option<&str>, username: &str) -> 
     Ok(())
 }
 
+/// `mcp-auth consents list|revoke`.
+pub async fn consents(
+    home: &Path,
+    store_spec: Option<&str>,
+    tenant: &str,
+    command: &crate::cli::ConsentsCommand,
+    json_out: bool,
+) -> Result<u8> {
+    use crate::cli::ConsentsCommand;
+    let store = open_store(store_spec, home).await?;
+    match command {
+        ConsentsCommand::List { user } => {
+            let rows = store.list_consents(tenant, user.as_deref()).await?;
+            if json_out {
+                let items: Vec<_> = rows
+                    .iter()
+                    .map(|r| json!({"user": r.subject, "client_id": r.client_id, "scope": r.scope, "granted_at": r.granted_at}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&items)?);
+            } else if rows.is_empty() {
+                println!("No consents.");
+            } else {
+                println!("{:<32} {:<40} {:<24} GRANTED", "USER", "CLIENT", "SCOPE");
+                for r in &rows {
+                    let when = httpdate::fmt_http_date(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(r.granted_at),
+                    );
+                    let scope = if r.scope.is_empty() {
+                        "-"
+                    } else {
+                        r.scope.as_str()
+                    };
+                    println!("{:<32} {:<40} {:<24} {when}", r.subject, r.client_id, scope);
+                }
+            }
+            Ok(crate::exit::OK)
+        }
+        ConsentsCommand::Revoke { user, client_id } => {
+            let ttls = mcp_auth_server::Ttls::from_env().map_err(|e| anyhow!(e))?;
+            let (existed, grants) = mcp_auth_server::handlers::withdraw_consent(
+                store.as_ref(),
+                tenant,
+                user,
+                client_id,
+                ttls.access_token,
+                mcp_auth_server::store::unix_now(),
+            )
+            .await?;
+            if json_out {
+                println!(
+                    "{}",
+                    json!({"user": user, "client_id": client_id, "consent_withdrawn": existed, "grants_revoked": grants})
+                );
+            } else if existed || grants > 0 {
+                println!("Withdrew {user}'s consent for {client_id}; revoked {grants} grant(s).");
+            } else {
+                println!("{user} had no consent or grant for {client_id}.");
+            }
+            Ok(if existed || grants > 0 {
+                crate::exit::OK
+            } else {
+                crate::exit::REFUSED
+            })
+        }
+    }
+}
+
 /// `mcp-auth demo`: a server on a free loopback port, a login to it, and a `whoami` call, in
 /// one process, each step of the flow printed as it happens.
 pub async fn demo(headless: bool) -> Result<()> {
@@ -333,7 +572,7 @@ pub async fn demo(headless: bool) -> Result<()> {
         let issuer = format!("http://{addr}");
         let mcp_url = format!("{issuer}/mcp");
         let store: Arc<dyn Store> = Arc::new(mcp_auth_server::store::MemoryStore::new());
-        let app = app(&issuer, &mcp_url, store.clone(), headless, &ServerFile::default()).await?;
+        let app = app(&issuer, &mcp_url, store.clone(), headless, &ServerFile::default(), Logins::local(store.clone())).await?;
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

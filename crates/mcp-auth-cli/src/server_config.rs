@@ -39,6 +39,91 @@ pub struct ServerFile {
     pub rate_limits: Option<RateFile>,
     /// `[client_id_metadata_documents]`.
     pub client_id_metadata_documents: Option<CimdFile>,
+    /// `local_accounts = true`: offer the local accounts (`mcp-auth users add`) at the login
+    /// page. Default: on when no `[[upstream]]` is configured, off otherwise.
+    pub local_accounts: Option<bool>,
+    /// `[[upstream]]`: identity providers users log in with (proxy-provider mode).
+    #[serde(default)]
+    pub upstream: Vec<UpstreamFile>,
+    /// `[upstream_tokens]`: how the users' upstream tokens are sealed.
+    pub upstream_tokens: Option<UpstreamTokensFile>,
+}
+
+/// The kind of an upstream identity provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamKind {
+    /// Any OpenID Connect provider (`issuer` required).
+    Oidc,
+    /// Google (an OpenID Connect preset).
+    Google,
+    /// A GitHub OAuth app (github.com, or GitHub Enterprise with `web_base` and `api_base`).
+    Github,
+}
+
+/// One `[[upstream]]` table. Secrets never sit in the file: `client_secret_env` names an
+/// environment variable, `client_secret_file` a file holding the secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    /// `kind = "oidc" | "google" | "github"`
+    pub kind: UpstreamKind,
+    /// The provider id and account prefix (default: the kind).
+    pub id: Option<String>,
+    /// The label on the login page (default: the provider's name).
+    pub label: Option<String>,
+    /// OpenID Connect issuer (`kind = "oidc"`).
+    pub issuer: Option<String>,
+    /// The client id registered at the provider.
+    pub client_id: String,
+    /// Environment variable holding the client secret.
+    pub client_secret_env: Option<String>,
+    /// File holding the client secret (trailing newline ignored).
+    pub client_secret_file: Option<std::path::PathBuf>,
+    /// Scopes to ask the provider for (default per kind).
+    pub scopes: Option<Vec<String>>,
+    /// Call the OIDC userinfo endpoint at login (default false).
+    pub userinfo: Option<bool>,
+    /// Extra authorization request parameters (`{ prompt = "consent" }`).
+    pub extra_authorize_params: Option<std::collections::BTreeMap<String, String>>,
+    /// Allow plain-http provider URLs (loopback tests only; default false).
+    pub allow_http: Option<bool>,
+    /// GitHub web base (default `https://github.com`).
+    pub web_base: Option<String>,
+    /// GitHub API base (default `https://api.github.com`).
+    pub api_base: Option<String>,
+}
+
+impl UpstreamFile {
+    /// The client secret from `client_secret_env` or `client_secret_file`; errors name the
+    /// variable or file, never the value.
+    pub fn client_secret(&self) -> Result<Option<String>> {
+        match (&self.client_secret_env, &self.client_secret_file) {
+            (Some(_), Some(_)) => Err(anyhow!(
+                "[[upstream]] {}: set client_secret_env or client_secret_file, not both",
+                self.client_id
+            )),
+            (Some(var), None) => std::env::var(var)
+                .map(Some)
+                .map_err(|_| anyhow!("[[upstream]] client_secret_env: {var} is not set")),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_owned()))
+                .with_context(|| format!("[[upstream]] client_secret_file {}", path.display())),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// `[upstream_tokens]`
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTokensFile {
+    /// Environment variable holding `kid:base64key[,kid:base64key…]` (default
+    /// `MCP_AUTH_UPSTREAM_TOKEN_KEYS`); the first key seals, all open.
+    pub keys_env: Option<String>,
+    /// File holding the same (default `upstream-token.keys` in the data directory, created
+    /// with a new random key, mode 0600, when missing).
+    pub keys_file: Option<std::path::PathBuf>,
 }
 
 /// `[ttl]`
@@ -53,6 +138,8 @@ pub struct TtlFile {
     pub refresh_token: Option<u64>,
     /// Dynamic client registrations (default 31536000).
     pub client_registration: Option<u64>,
+    /// Users' upstream tokens kept by the server (default 86400).
+    pub external_token: Option<u64>,
 }
 
 /// `[rate_limits]`: each `{ per_minute = N, burst = M }`, or `false` to turn it off.
@@ -117,6 +204,7 @@ impl ServerFile {
                 (t.access_token, &mut ttls.access_token),
                 (t.refresh_token, &mut ttls.refresh_token),
                 (t.client_registration, &mut ttls.client_registration),
+                (t.external_token, &mut ttls.external_token),
             ] {
                 if let Some(secs) = v {
                     if secs == 0 {
@@ -145,6 +233,11 @@ impl ServerFile {
                 env.client_registration,
                 defaults.client_registration,
                 &mut ttls.client_registration,
+            ),
+            (
+                env.external_token,
+                defaults.external_token,
+                &mut ttls.external_token,
             ),
         ] {
             if e != d {
@@ -224,6 +317,7 @@ mod tests {
             access_token = 300
             refresh_token = 3600
             client_registration = 86400
+            external_token = 7200
             [rate_limits]
             register = false
             token = { per_minute = 100, burst = 10 }
@@ -231,10 +325,33 @@ mod tests {
             enabled = true
             allow_private_addresses = false
             allow_http = false
+            [[upstream]]
+            kind = "oidc"
+            id = "corp"
+            label = "Corp SSO"
+            issuer = "https://login.example.com"
+            client_id = "mcp"
+            client_secret_env = "CORP_SECRET"
+            scopes = ["openid", "email"]
+            userinfo = true
+            extra_authorize_params = { prompt = "consent" }
+            allow_http = false
+            [[upstream]]
+            kind = "github"
+            client_id = "Iv1.abc"
+            client_secret_file = "/run/secrets/github"
+            web_base = "https://ghe.example.com"
+            api_base = "https://ghe.example.com/api/v3"
+            [upstream_tokens]
+            keys_env = "KEYS"
+            keys_file = "/etc/mcp-auth/upstream.keys"
             "#,
         )
         .unwrap();
+        assert_eq!(f.upstream.len(), 2);
+        assert_eq!(f.upstream[1].kind, UpstreamKind::Github);
         let c = f.server_config("http://127.0.0.1:9000", false).unwrap();
+        assert_eq!(c.ttls.external_token, Duration::from_secs(7200));
         assert_eq!(c.ttls.auth_code, Duration::from_secs(60));
         assert_eq!(c.ttls.access_token, Duration::from_secs(300));
         assert_eq!(c.rate_limits.register, None);
@@ -257,5 +374,12 @@ mod tests {
     fn unknown_keys_are_errors() {
         assert!(toml::from_str::<ServerFile>("isuer = \"x\"").is_err());
         assert!(toml::from_str::<ServerFile>("[ttl]\naccess = 3").is_err());
+        // A secret inline in the file is refused: it must come from the environment or a file.
+        assert!(
+            toml::from_str::<ServerFile>(
+                "[[upstream]]\nkind = \"github\"\nclient_id = \"x\"\nclient_secret = \"s3cret\""
+            )
+            .is_err()
+        );
     }
 }

@@ -559,8 +559,9 @@ async fn login_page_logs_in_a_local_account() {
     );
     assert_no_store(&h);
     let set_cookie = h[header::SET_COOKIE].to_str().unwrap().to_owned();
+    let csrf_name = mcp_auth_server::flow::cookie_name(&s.issuer, "mcp_auth_csrf");
     let csrf = set_cookie
-        .strip_prefix("mcp_auth_csrf=")
+        .strip_prefix(&format!("{csrf_name}="))
         .and_then(|c| c.split(';').next())
         .unwrap_or_else(|| panic!("an mcp_auth_csrf cookie: {set_cookie}"))
         .to_owned();
@@ -597,7 +598,7 @@ async fn login_page_logs_in_a_local_account() {
             ("decision", decision.to_owned()),
         ]
     };
-    let cookie = |c: &str| Some(format!("other=1; mcp_auth_csrf={c}"));
+    let cookie = |c: &str| Some(format!("other=1; {csrf_name}={c}"));
 
     // Wrong password, or no such user: the page again, with the same error, no redirect.
     let mut unknown_user = form(&pending, &csrf, PASSWORD, "approve");
@@ -650,7 +651,7 @@ async fn login_page_logs_in_a_local_account() {
     let csrf2 = page.headers()[header::SET_COOKIE]
         .to_str()
         .unwrap()
-        .strip_prefix("mcp_auth_csrf=")
+        .strip_prefix(&format!("{csrf_name}="))
         .unwrap()
         .split(';')
         .next()

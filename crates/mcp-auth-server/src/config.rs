@@ -18,6 +18,10 @@ pub struct Ttls {
     pub client_registration: Duration,
     /// How long a started authorization may wait for the user's login and consent.
     pub pending_authorization: Duration,
+    /// `OAUTH_EXTERNAL_TOKEN_TTL`, default 86400 s: how long the server keeps a user's
+    /// upstream tokens (proxy-provider mode) after their upstream login, refreshed or not;
+    /// then the user logs in again.
+    pub external_token: Duration,
 }
 
 impl Default for Ttls {
@@ -28,6 +32,7 @@ impl Default for Ttls {
             refresh_token: Duration::from_secs(86400),
             client_registration: Duration::from_secs(31_536_000),
             pending_authorization: Duration::from_secs(600),
+            external_token: Duration::from_secs(86400),
         }
     }
 }
@@ -42,6 +47,7 @@ impl Ttls {
             ("OAUTH_ACCESS_TOKEN_TTL", &mut t.access_token),
             ("OAUTH_REFRESH_TOKEN_TTL", &mut t.refresh_token),
             ("OAUTH_CLIENT_REGISTRATION_TTL", &mut t.client_registration),
+            ("OAUTH_EXTERNAL_TOKEN_TTL", &mut t.external_token),
         ] {
             if let Ok(v) = std::env::var(var) {
                 let secs: u64 =

@@ -21,7 +21,7 @@ use crate::config::ServerConfig;
 use crate::error::OAuthError;
 use crate::keys::{AccessClaims, Keys};
 use crate::login::IdentityProvider;
-use crate::pages::{Consent, consent_page, error_page};
+use crate::pages::error_page;
 use crate::store::{
     ClientRow, CodeRow, NewRefresh, PendingAuthRow, RefreshRow, RegistrationKind, Rotate, Store,
     StoreError, TakeCode, hash_secret, unix_now,
@@ -36,8 +36,10 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Signing keys.
     pub keys: Keys,
-    /// Login.
-    pub idp: Arc<dyn IdentityProvider>,
+    /// The ways to log in, in the order the provider-choice page lists them.
+    pub idps: Arc<[Arc<dyn IdentityProvider>]>,
+    /// The users' upstream tokens (proxy-provider mode), when an upstream login is offered.
+    pub vault: Option<crate::upstream::UpstreamVault>,
     /// Fetches client ID metadata documents (URL client ids).
     pub cimd: DocumentFetcher,
     /// Stops the signing keys' periodic reload when the last clone of the state goes.
@@ -70,13 +72,13 @@ pub fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(b)
 }
 
-fn tenant(s: &AppState) -> &str {
+pub(crate) fn tenant(s: &AppState) -> &str {
     &s.config.tenant
 }
 
 /// The client `client_id`: a stored client, or, for a URL client id, its metadata document
 /// (cached in the store by [`DocumentFetcher::resolve`]). `Ok(None)`: unknown.
-async fn find_client(
+pub(crate) async fn find_client(
     s: &AppState,
     client_id: &str,
     now: u64,
@@ -97,7 +99,7 @@ async fn find_client(
 }
 
 /// The error page for a client that cannot be found (authorization endpoint).
-fn client_error_page(client_id: &str, e: CimdError) -> Response {
+pub(crate) fn client_error_page(client_id: &str, e: CimdError) -> Response {
     if let CimdError::Store(e) = e {
         return OAuthError::from(e).into_response();
     }
@@ -138,9 +140,32 @@ pub fn metadata_document(c: &ServerConfig, oidc: bool) -> Value {
     if let Some(s) = &c.scopes_supported {
         m["scopes_supported"] = json!(s.iter().map(|x| x.as_str()).collect::<Vec<_>>());
     }
+    // The server is also a minimal OpenID Provider (see `crate::oidc`).
+    m["userinfo_endpoint"] = json!(c.endpoint("/userinfo"));
     if oidc {
         m["subject_types_supported"] = json!(["public"]);
         m["id_token_signing_alg_values_supported"] = json!(["ES256"]);
+        m["claims_supported"] = json!([
+            "sub",
+            "iss",
+            "aud",
+            "exp",
+            "iat",
+            "nonce",
+            "azp",
+            "at_hash",
+            "preferred_username"
+        ]);
+        m["scopes_supported"] = json!(
+            std::iter::once("openid")
+                .chain(
+                    c.scopes_supported
+                        .iter()
+                        .flat_map(|s| s.iter().map(|x| x.as_str()))
+                        .filter(|x| *x != "openid")
+                )
+                .collect::<Vec<_>>()
+        );
     }
     m
 }
@@ -226,7 +251,9 @@ fn check_scope(
         None => s.config.default_scopes.clone(),
     };
     if let Some(supported) = &s.config.scopes_supported
-        && let Some(bad) = requested.iter().find(|x| !supported.contains(x.as_str()))
+        && let Some(bad) = requested
+            .iter()
+            .find(|x| x.as_str() != crate::oidc::OPENID && !supported.contains(x.as_str()))
     {
         return Err(invalid(format!("unknown scope {bad}")));
     }
@@ -273,6 +300,7 @@ fn check_resource(
 /// `GET /authorize` (RFC 6749 §4.1.1, OAuth 2.1 §4.1.1, RFC 7636, RFC 8707, RFC 9207).
 pub async fn authorize(
     State(s): State<AppState>,
+    headers: HeaderMap,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
     let mut params: HashMap<String, String> = HashMap::new();
@@ -370,7 +398,6 @@ pub async fn authorize(
         )
         .await;
     }
-    let csrf = random_token();
     let pending = PendingAuthRow {
         id: random_token(),
         tenant: tenant(&s).to_owned(),
@@ -389,211 +416,14 @@ pub async fn authorize(
             .into_iter()
             .collect(),
         subject: None,
-        csrf_hash: hash_secret(&csrf),
+        csrf_hash: String::new(),
         created_at: now,
         expires_at: now + s.config.ttls.pending_authorization.as_secs(),
     };
-    if let Err(e) = s.store.put_pending(&pending).await {
-        return OAuthError::from(e).into_response();
-    }
-    render_consent(&s, &client, &pending, &csrf, None)
+    crate::flow::begin(&s, &headers, &client, pending).await
 }
 
-fn render_consent(
-    s: &AppState,
-    client: &ClientRow,
-    p: &PendingAuthRow,
-    csrf: &str,
-    error: Option<&str>,
-) -> Response {
-    let name = client
-        .metadata
-        .get("client_name")
-        .and_then(Value::as_str)
-        .unwrap_or(&client.client_id)
-        .to_owned();
-    let host = url::Url::parse(&p.redirect_uri)
-        .ok()
-        .and_then(|u| {
-            u.host_str().map(|h| match u.port() {
-                Some(port) => format!("{h}:{port}"),
-                None => h.to_owned(),
-            })
-        })
-        .unwrap_or_else(|| p.redirect_uri.clone());
-    let registration = match client.registration_kind {
-        RegistrationKind::Dynamic => {
-            "registered itself dynamically; its name is not verified".to_owned()
-        }
-        RegistrationKind::MetadataDocument => format!(
-            "is identified by the metadata document at {}",
-            client.client_id
-        ),
-        RegistrationKind::Static => "is registered with this server".to_owned(),
-    };
-    let scopes: Vec<String> = p
-        .scope
-        .as_deref()
-        .unwrap_or("")
-        .split(' ')
-        .filter(|x| !x.is_empty())
-        .map(str::to_owned)
-        .collect();
-    let action = s.config.endpoint("/authorize");
-    let mut resp = consent_page(&Consent {
-        action: &action,
-        pending_id: &p.id,
-        csrf,
-        client_name: &name,
-        client_id: &client.client_id,
-        redirect_host: &host,
-        registration: &registration,
-        scopes: &scopes,
-        resource: p.resource.as_deref(),
-        error,
-    });
-    let secure = if s.config.issuer.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "mcp_auth_csrf={csrf}; Path=/; HttpOnly; SameSite=Lax; Max-Age=600{secure}"
-    )) {
-        resp.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    resp
-}
-
-/// The form posted by the consent page.
-#[derive(Debug, serde::Deserialize)]
-pub struct Decision {
-    pending: String,
-    csrf: String,
-    #[serde(default)]
-    username: String,
-    #[serde(default)]
-    password: String,
-    decision: String,
-}
-
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
-}
-
-/// `POST /authorize`: the user's login and decision.
-pub async fn decide(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Form(d): Form<Decision>,
-) -> Response {
-    let now = unix_now();
-    let pending = match s.store.get_pending(tenant(&s), &d.pending, now).await {
-        Ok(Some(p)) => p,
-        Ok(None) => {
-            return error_page(
-                StatusCode::BAD_REQUEST,
-                "this authorization request has expired or was already used; start again from the application",
-            );
-        }
-        Err(e) => return OAuthError::from(e).into_response(),
-    };
-    // CSRF: the form's token must match both the pending request's and the cookie set with
-    // the page (RFC 6749 §10.12 protects the client; this protects the consent itself).
-    let form_ok: bool = hash_secret(&d.csrf)
-        .as_bytes()
-        .ct_eq(pending.csrf_hash.as_bytes())
-        .into();
-    let cookie_ok = cookie(&headers, "mcp_auth_csrf")
-        .is_some_and(|c| bool::from(c.as_bytes().ct_eq(d.csrf.as_bytes())));
-    if !form_ok || !cookie_ok {
-        return error_page(
-            StatusCode::FORBIDDEN,
-            "the form could not be verified (cookies disabled, or a forged request); start again from the application",
-        );
-    }
-    let client = match find_client(&s, &pending.client_id, now).await {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            return error_page(
-                StatusCode::BAD_REQUEST,
-                "the client is no longer registered",
-            );
-        }
-        Err(e) => return client_error_page(&pending.client_id, e),
-    };
-    if d.decision != "approve" {
-        let _ = s.store.take_pending(tenant(&s), &pending.id, now).await;
-        return error_redirect(
-            &s.config,
-            &pending.redirect_uri,
-            pending.state.as_deref(),
-            ErrorCode::AccessDenied,
-            "the user denied the request",
-        );
-    }
-    let subject = match s
-        .idp
-        .authenticate(tenant(&s), &d.username, &d.password)
-        .await
-    {
-        Ok(Some(sub)) => sub,
-        Ok(None) => {
-            return render_consent(
-                &s,
-                &client,
-                &pending,
-                &d.csrf,
-                Some("Wrong username or password."),
-            );
-        }
-        Err(e) => return OAuthError::from(e).into_response(),
-    };
-    // Single use: a second submission of the same form finds nothing.
-    let pending = match s.store.take_pending(tenant(&s), &pending.id, now).await {
-        Ok(Some(p)) => p,
-        Ok(None) => {
-            return error_page(
-                StatusCode::BAD_REQUEST,
-                "this authorization request was already used",
-            );
-        }
-        Err(e) => return OAuthError::from(e).into_response(),
-    };
-    let scope: ScopeSet = pending
-        .scope
-        .as_deref()
-        .unwrap_or("")
-        .parse()
-        .unwrap_or_default();
-    let redirect_sent = pending
-        .extra
-        .get("redirect_uri_sent")
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
-    issue_code(
-        &s,
-        &pending.client_id,
-        &pending.redirect_uri,
-        redirect_sent,
-        pending.state.as_deref(),
-        &pending.code_challenge,
-        &scope,
-        pending.resource.clone(),
-        &subject,
-        pending.nonce.as_deref(),
-    )
-    .await
-}
-
-fn with_params(redirect_uri: &str, params: &[(&str, &str)]) -> Option<String> {
+pub(crate) fn with_params(redirect_uri: &str, params: &[(&str, &str)]) -> Option<String> {
     let mut u = url::Url::parse(redirect_uri).ok()?;
     {
         let mut q = u.query_pairs_mut();
@@ -604,7 +434,7 @@ fn with_params(redirect_uri: &str, params: &[(&str, &str)]) -> Option<String> {
     Some(u.to_string())
 }
 
-fn redirect_to(url: Option<String>) -> Response {
+pub(crate) fn redirect_to(url: Option<String>) -> Response {
     match url {
         Some(u) => {
             let mut r = Redirect::to(&u).into_response();
@@ -624,7 +454,7 @@ fn redirect_to(url: Option<String>) -> Response {
 }
 
 /// An error sent back to the client's redirect URI, with `state` and `iss` (RFC 9207 §2).
-fn error_redirect(
+pub(crate) fn error_redirect(
     c: &ServerConfig,
     redirect_uri: &str,
     state: Option<&str>,
@@ -640,7 +470,7 @@ fn error_redirect(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn issue_code(
+pub(crate) async fn issue_code(
     s: &AppState,
     client_id: &str,
     redirect_uri: &str,
@@ -921,6 +751,30 @@ pub(crate) fn grant_marker(family_id: &str) -> String {
     format!("grant:{family_id}")
 }
 
+/// Withdraws `subject`'s consent for `client_id` and revokes every grant the client holds
+/// for them: refresh tokens and, through their grant markers, access tokens (issued with
+/// lifetimes up to `access_ttl`). Returns whether there was a consent, and how many grants
+/// went (`mcp-auth consents revoke`).
+pub async fn withdraw_consent(
+    store: &dyn Store,
+    tenant: &str,
+    subject: &str,
+    client_id: &str,
+    access_ttl: std::time::Duration,
+    now: u64,
+) -> Result<(bool, usize), StoreError> {
+    let existed = store.delete_consent(tenant, subject, client_id).await?;
+    let families = store
+        .revoke_client_grants(tenant, subject, client_id, now)
+        .await?;
+    for f in &families {
+        store
+            .revoke_access(tenant, &grant_marker(f), now + access_ttl.as_secs() + 60)
+            .await?;
+    }
+    Ok((existed, families.len()))
+}
+
 /// Whether an access token was revoked, by itself or with its grant.
 pub(crate) async fn access_revoked(
     store: &dyn Store,
@@ -1165,6 +1019,16 @@ async fn token_inner(
             if let Some(rt) = new_rt {
                 out["refresh_token"] = json!(rt);
             }
+            if crate::oidc::wants_id_token(&row.scope) {
+                crate::oidc::add_id_token(
+                    s,
+                    &mut out,
+                    &client.client_id,
+                    &row.subject,
+                    row.nonce.as_deref(),
+                )
+                .await?;
+            }
             Ok(out)
         }
         "refresh_token" => {
@@ -1271,6 +1135,11 @@ async fn token_inner(
             )
             .await?;
             out["refresh_token"] = json!(new_rt);
+            if crate::oidc::wants_id_token(&scope) {
+                // OIDC Core §12.2: no nonce in an ID token from a refresh.
+                crate::oidc::add_id_token(s, &mut out, &client.client_id, &current.subject, None)
+                    .await?;
+            }
             Ok(out)
         }
         "client_credentials" => {
@@ -1718,7 +1587,9 @@ pub async fn delete_registration(
 fn check_scope_syntax(s: &AppState, sc: &str) -> Result<(), OAuthError> {
     let set: ScopeSet = sc.parse().map_err(|_| bad_metadata("invalid scope"))?;
     if let Some(supported) = &s.config.scopes_supported
-        && let Some(bad) = set.iter().find(|x| !supported.contains(x.as_str()))
+        && let Some(bad) = set
+            .iter()
+            .find(|x| x.as_str() != crate::oidc::OPENID && !supported.contains(x.as_str()))
     {
         return Err(bad_metadata(format!("unknown scope {bad}")));
     }
@@ -1750,6 +1621,7 @@ pub async fn revoke(
             if r.client_id == client.client_id {
                 // RFC 7009 §2.1: the access tokens of the same grant go too.
                 revoke_grant(&s, &r.family_id, now).await?;
+                revoke_upstream(&s, &r.subject).await;
             }
             return Ok(());
         }
@@ -1757,6 +1629,7 @@ pub async fn revoke(
             && c.client_id == client.client_id
         {
             s.store.revoke_access(tenant(&s), &c.jti, c.exp).await?;
+            revoke_upstream(&s, &c.sub).await;
         }
         Ok(())
     }
@@ -1764,6 +1637,17 @@ pub async fn revoke(
     match result {
         Ok(()) => (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+/// Proxy-provider mode: revoking our token for an upstream account revokes the user's
+/// upstream grant too (where the provider supports it), and forgets the upstream tokens.
+async fn revoke_upstream(s: &AppState, subject: &str) {
+    if let Some(v) = &s.vault
+        && v.provider_of(subject).is_some()
+        && let Err(e) = v.revoke(subject).await
+    {
+        tracing::warn!(error = %e, "revoking the upstream grant failed");
     }
 }
 

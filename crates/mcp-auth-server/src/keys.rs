@@ -54,6 +54,10 @@ pub enum KeyError {
     /// Key generation or parsing failed.
     #[error("signing key: {0}")]
     Crypto(String),
+    /// The server was put together wrongly (for example upstream logins without an
+    /// upstream token vault).
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// The claims of our access tokens (RFC 9068 §2.2).
@@ -84,12 +88,37 @@ pub struct AccessClaims {
     pub sid: Option<String>,
 }
 
+/// The claims of an OpenID Connect ID token (OIDC Core §2), issued with the access token
+/// when the client asked for the `openid` scope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdTokenClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Subject: the account (`local:alice`, `github:583231`).
+    pub sub: String,
+    /// Audience: the client.
+    pub aud: String,
+    /// Expiry.
+    pub exp: u64,
+    /// Issued at.
+    pub iat: u64,
+    /// The `nonce` of the authorization request, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// Authorized party: the client.
+    pub azp: String,
+    /// OIDC Core §3.1.3.6: the left half of the SHA-256 of the access token, base64url.
+    pub at_hash: String,
+}
+
 /// The key that signs new tokens, parsed once: `jsonwebtoken::encode` would parse and check
 /// the PKCS#8 key again for every signature (an EC point multiplication, more than the
 /// signature itself), which was ~8.5% of a whole authorization flow's CPU.
 struct Current {
     /// The JWS header's base64url encoding (RFC 7515 §7.1), the same for every token.
     encoded_header: String,
+    /// The same for OpenID Connect ID tokens (`typ: JWT`).
+    encoded_id_header: String,
     pair: EcdsaKeyPair,
 }
 
@@ -218,13 +247,17 @@ impl Keys {
             .map_err(|e| KeyError::Crypto(format!("stored key does not parse ({:?})", e.kind())))?;
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, key.as_bytes())
             .map_err(|_| KeyError::Crypto("stored key is not a valid P-256 key".into()))?;
-        let mut header = Header::new(Algorithm::ES256);
-        header.typ = Some("at+jwt".into());
-        header.kid = Some(signing.kid.clone());
-        let header = serde_json::to_vec(&header)
-            .map_err(|e| KeyError::Crypto(format!("cannot encode the JWS header ({e})")))?;
+        let encode_header = |typ: &str| {
+            let mut header = Header::new(Algorithm::ES256);
+            header.typ = Some(typ.into());
+            header.kid = Some(signing.kid.clone());
+            serde_json::to_vec(&header)
+                .map(|h| URL_SAFE_NO_PAD.encode(h))
+                .map_err(|e| KeyError::Crypto(format!("cannot encode the JWS header ({e})")))
+        };
         *self.current.write().await = Some(Current {
-            encoded_header: URL_SAFE_NO_PAD.encode(header),
+            encoded_header: encode_header("at+jwt")?,
+            encoded_id_header: encode_header("JWT")?,
             pair,
         });
         *self.public.write().await = decoding_keys(&rows);
@@ -293,17 +326,30 @@ impl Keys {
     /// `R || S` of RFC 7518 §3.4 — what `jsonwebtoken::encode` produces, byte for byte up to
     /// the signature (ECDSA signatures are randomized).
     pub async fn sign(&self, claims: &AccessClaims) -> Result<String, KeyError> {
+        self.sign_as(claims, false).await
+    }
+
+    /// Signs an OpenID Connect ID token (`typ: JWT`) with the current key.
+    pub async fn sign_id_token(&self, claims: &IdTokenClaims) -> Result<String, KeyError> {
+        self.sign_as(claims, true).await
+    }
+
+    async fn sign_as<C: Serialize>(&self, claims: &C, id_token: bool) -> Result<String, KeyError> {
         let claims = serde_json::to_vec(claims)
             .map_err(|e| KeyError::Crypto(format!("cannot encode the claims ({e})")))?;
         let guard = self.current.read().await;
         let cur = guard
             .as_ref()
             .ok_or_else(|| KeyError::Crypto("keys not loaded (call ensure first)".into()))?;
+        let header = if id_token {
+            &cur.encoded_id_header
+        } else {
+            &cur.encoded_header
+        };
         // 86 characters: the base64url of the 64-byte signature.
-        let mut jwt = String::with_capacity(
-            cur.encoded_header.len() + 1 + claims.len().div_ceil(3) * 4 + 1 + 86,
-        );
-        jwt.push_str(&cur.encoded_header);
+        let mut jwt =
+            String::with_capacity(header.len() + 1 + claims.len().div_ceil(3) * 4 + 1 + 86);
+        jwt.push_str(header);
         jwt.push('.');
         URL_SAFE_NO_PAD.encode_string(&claims, &mut jwt);
         let signature = cur

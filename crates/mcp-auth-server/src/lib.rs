@@ -52,17 +52,21 @@
 pub mod cimd;
 pub mod config;
 pub mod error;
+pub mod flow;
 pub mod handlers;
 pub mod keys;
 #[cfg(feature = "resource")]
 pub mod local_verifier;
 pub mod login;
+pub mod oidc;
 pub mod pages;
 pub mod ratelimit;
 pub mod router;
 pub mod store;
+pub mod upstream;
 
 pub use config::{CimdConfig, ServerConfig, Ttls};
 pub use keys::{AccessClaims, Keys};
-pub use login::{IdentityProvider, LocalAccounts};
+pub use login::{IdentityProvider, LocalAccounts, UpstreamIdentity};
 pub use router::AuthorizationServer;
+pub use upstream::{SealKeys, UpstreamVault};

@@ -1,23 +1,68 @@
-//! Who the user is: login behind a trait, so upstream identity providers can plug in later.
+//! Who the user is: login behind the [`IdentityProvider`] seam. Two kinds of provider sit
+//! behind it: local accounts checked by password on the login page ([`LocalAccounts`]), and
+//! upstream identity providers the browser is sent to ([`UpstreamIdentity`] over any
+//! [`mcp_auth_upstream::Upstream`]: OpenID Connect, GitHub, Google). An account is
+//! `provider:subject` (`local:alice`, `github:583231`, `oidc:248289761001`).
 
 use std::sync::Arc;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use async_trait::async_trait;
+use mcp_auth_upstream::Upstream;
 
 use crate::store::{Store, StoreError, UserRow, unix_now};
 
-/// Checks credentials typed into the login page.
+/// A way for users to log in. One server offers one or several; with several, the login
+/// page lets the user pick.
 #[async_trait]
 pub trait IdentityProvider: Send + Sync {
-    /// The subject (`provider:subject`) for valid credentials, `None` otherwise.
+    /// The provider's id: the accounts' prefix (`local`, `github`, `google`, `oidc`).
+    fn id(&self) -> &str {
+        "local"
+    }
+
+    /// What the provider-choice page shows ("Username and password", "GitHub").
+    fn label(&self) -> &str {
+        "Username and password"
+    }
+
+    /// Password login: the account (`provider:subject`) for valid credentials, `None`
+    /// otherwise. Providers that log in elsewhere keep the default, which accepts nothing.
     async fn authenticate(
         &self,
         tenant: &str,
         username: &str,
         password: &str,
-    ) -> Result<Option<String>, StoreError>;
+    ) -> Result<Option<String>, StoreError> {
+        let _ = (tenant, username, password);
+        Ok(None)
+    }
+
+    /// Redirect login: the upstream provider the browser is sent to, if this is one.
+    fn upstream(&self) -> Option<Arc<dyn Upstream>> {
+        None
+    }
+}
+
+/// An upstream identity provider as a login: the browser goes there, comes back to
+/// `{issuer}/oauth/callback`, and the account is `{upstream id}:{upstream subject}`.
+#[derive(Debug, Clone)]
+pub struct UpstreamIdentity(pub Arc<dyn Upstream>);
+
+#[async_trait]
+impl IdentityProvider for UpstreamIdentity {
+    fn id(&self) -> &str {
+        self.0.id()
+    }
+
+    fn label(&self) -> &str {
+        self.0.label()
+    }
+
+    fn upstream(&self) -> Option<Arc<dyn Upstream>> {
+        Some(self.0.clone())
+    }
 }
 
 /// Local accounts with argon2id password hashes, kept in the store.

@@ -25,7 +25,9 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:32rem;margi
 h1{font-size:1.3rem}.box{border:1px solid #ccc;border-radius:8px;padding:1rem 1.2rem}\
 .muted{color:#666;font-size:.9rem}.err{color:#a00}label{display:block;margin:.6rem 0 .2rem}\
 input[type=text],input[type=password]{width:100%;padding:.4rem;box-sizing:border-box}\
-button{margin:1rem .5rem 0 0;padding:.5rem 1rem}ul{padding-left:1.2rem}";
+button{margin:1rem .5rem 0 0;padding:.55rem 1.1rem;font-size:1rem;border:1px solid #1a4fd6;border-radius:6px;background:#fff;color:#1a4fd6;cursor:pointer}\
+button.primary{background:#1a4fd6;color:#fff}button.wide{display:block;width:100%;margin:.6rem 0 0}\
+:focus-visible{outline:3px solid #b35c00;outline-offset:2px}a{color:#1a4fd6}ul{padding-left:1.2rem}";
 
 /// Wraps a page body with the protective headers.
 pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
@@ -60,11 +62,22 @@ pub fn error_page(status: StatusCode, message: &str) -> Response {
         status,
         "Authorization error",
         &format!(
-            "<h1>This authorization request cannot continue</h1><div class=box><p class=err>{}</p>\
-<p class=muted>The application that sent you here made an invalid request. Close this page and try again from the application.</p></div>",
+            "<main><h1>This authorization request cannot continue</h1><div class=box><p class=err role=alert>{}</p>\
+<p class=muted>Nothing was granted. Close this page and try again from the application.</p></div></main>",
             esc(message)
         ),
     )
+}
+
+/// How the consent page lets the user log in.
+#[derive(Debug, Clone, Copy)]
+pub enum ConsentLogin<'a> {
+    /// Local accounts: username and password fields on the page.
+    Password,
+    /// An upstream provider: approving sends the browser there (its label).
+    Upstream(&'a str),
+    /// Already signed in (a login session) as this account.
+    SignedIn(&'a str),
 }
 
 /// What the consent page shows.
@@ -87,11 +100,16 @@ pub struct Consent<'a> {
     pub scopes: &'a [String],
     /// The resource the token is for.
     pub resource: Option<&'a str>,
+    /// How the user logs in.
+    pub login: ConsentLogin<'a>,
+    /// The sign-out page, offered to a signed-in user ("not you?").
+    pub logout: &'a str,
     /// A login error to show.
     pub error: Option<&'a str>,
 }
 
-/// The login + consent page.
+/// The login + consent page: who is asking, for what, and approve or deny. Works without
+/// JavaScript; every control has a label; the approve button comes first in focus order.
 pub fn consent_page(c: &Consent<'_>) -> Response {
     let scopes = if c.scopes.is_empty() {
         "<li>basic access (no specific scopes)</li>".to_owned()
@@ -107,18 +125,40 @@ pub fn consent_page(c: &Consent<'_>) -> Response {
         .unwrap_or_default();
     let error = c
         .error
-        .map(|e| format!("<p class=err>{}</p>", esc(e)))
+        .map(|e| format!("<p class=err role=alert>{}</p>", esc(e)))
         .unwrap_or_default();
+    let (fields, approve) = match c.login {
+        ConsentLogin::Password => (
+            "<label for=u>Username</label><input id=u type=text name=username autocomplete=username required>\
+<label for=p>Password</label><input id=p type=password name=password autocomplete=current-password required>"
+                .to_owned(),
+            "Log in and allow".to_owned(),
+        ),
+        ConsentLogin::Upstream(label) => (
+            format!(
+                "<p class=muted>Next you will sign in with {}, and come back here.</p>",
+                esc(label)
+            ),
+            format!("Allow and continue with {}", esc(label)),
+        ),
+        ConsentLogin::SignedIn(account) => (
+            format!(
+                "<p>Signed in as <strong>{}</strong>. <a href=\"{}\">Not you? Sign out</a></p>",
+                esc(account),
+                esc(c.logout)
+            ),
+            "Allow".to_owned(),
+        ),
+    };
     let body = format!(
-        "<h1>Authorize <em>{name}</em>?</h1><div class=box>\
+        "<main><h1>Authorize <em>{name}</em>?</h1><div class=box>\
 <p><strong>{name}</strong> <span class=muted>({id})</span> {registration}. After you decide, your browser goes to <strong>{host}</strong>.</p>\
-<p>It asks for:</p><ul>{scopes}</ul>{resource}{error}\
+<p id=asks>It asks for:</p><ul aria-labelledby=asks>{scopes}</ul>{resource}{error}\
 <form method=post action=\"{action}\">\
 <input type=hidden name=pending value=\"{pending}\"><input type=hidden name=csrf value=\"{csrf}\">\
-<label for=u>Username</label><input id=u type=text name=username autocomplete=username>\
-<label for=p>Password</label><input id=p type=password name=password autocomplete=current-password>\
-<button type=submit name=decision value=approve>Log in and allow</button>\
-<button type=submit name=decision value=deny>Deny</button></form></div>",
+{fields}\
+<button type=submit class=primary name=decision value=approve>{approve}</button>\
+<button type=submit name=decision value=deny formnovalidate>Deny</button></form></div></main>",
         name = esc(c.client_name),
         id = esc(c.client_id),
         registration = esc(c.registration),
@@ -128,6 +168,63 @@ pub fn consent_page(c: &Consent<'_>) -> Response {
         csrf = esc(c.csrf),
     );
     page(StatusCode::OK, "Authorize", &body)
+}
+
+/// The provider-choice page: one button per identity provider.
+pub fn provider_choice_page(
+    action: &str,
+    pending_id: &str,
+    csrf: &str,
+    client_name: &str,
+    providers: &[(&str, &str)],
+) -> Response {
+    let buttons: String = providers
+        .iter()
+        .map(|(id, label)| {
+            format!(
+                "<button type=submit class=wide name=provider value=\"{}\">Continue with {}</button>",
+                esc(id),
+                esc(label)
+            )
+        })
+        .collect();
+    let body = format!(
+        "<main><h1>Sign in to continue</h1><div class=box>\
+<p><strong>{name}</strong> wants to access your account. Choose how to sign in:</p>\
+<form method=post action=\"{action}\">\
+<input type=hidden name=pending value=\"{pending}\"><input type=hidden name=csrf value=\"{csrf}\">\
+<fieldset style=\"border:0;padding:0;margin:0\"><legend class=muted>Sign-in options</legend>{buttons}</fieldset></form></div></main>",
+        name = esc(client_name),
+        action = esc(action),
+        pending = esc(pending_id),
+        csrf = esc(csrf),
+    );
+    page(StatusCode::OK, "Sign in", &body)
+}
+
+/// The sign-out page: a form, so a link alone cannot sign anyone out.
+pub fn logout_page(action: &str, csrf: &str, account: Option<&str>) -> Response {
+    let who = match account {
+        Some(a) => format!("<p>You are signed in as <strong>{}</strong>.</p>", esc(a)),
+        None => "<p>You are not signed in.</p>".to_owned(),
+    };
+    let body = format!(
+        "<main><h1>Sign out</h1><div class=box>{who}\
+<form method=post action=\"{action}\"><input type=hidden name=csrf value=\"{csrf}\">\
+<button type=submit class=primary>Sign out</button></form></div></main>",
+        action = esc(action),
+        csrf = esc(csrf),
+    );
+    page(StatusCode::OK, "Sign out", &body)
+}
+
+/// The page after signing out.
+pub fn logged_out_page() -> Response {
+    page(
+        StatusCode::OK,
+        "Signed out",
+        "<main><h1>You are signed out</h1><div class=box><p>Your session here has ended and access granted through your upstream account was revoked. You can close this page.</p></div></main>",
+    )
 }
 
 #[cfg(test)]

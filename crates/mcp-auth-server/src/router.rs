@@ -10,10 +10,12 @@ use crate::ratelimit::{Limiter, Quota};
 
 use crate::cimd::DocumentFetcher;
 use crate::config::ServerConfig;
+use crate::flow;
 use crate::handlers::{self, AbortOnDrop, AppState};
 use crate::keys::{KeyError, Keys};
 use crate::login::{IdentityProvider, LocalAccounts};
 use crate::store::Store;
+use crate::upstream::UpstreamVault;
 
 /// A ready authorization server: its state and its routes.
 #[derive(Clone, Debug)]
@@ -37,6 +39,42 @@ impl AuthorizationServer {
         store: Arc<dyn Store>,
         idp: Arc<dyn IdentityProvider>,
     ) -> Result<Self, KeyError> {
+        Self::with_identity_providers(config, store, vec![idp], None).await
+    }
+
+    /// Like [`Self::new`] with several logins (listed in this order on the provider-choice
+    /// page, which is skipped when there is one). Upstream logins
+    /// ([`crate::login::UpstreamIdentity`]) need the `vault` their users' upstream tokens
+    /// are kept in, with the same providers.
+    pub async fn with_identity_providers(
+        config: ServerConfig,
+        store: Arc<dyn Store>,
+        idps: Vec<Arc<dyn IdentityProvider>>,
+        vault: Option<UpstreamVault>,
+    ) -> Result<Self, KeyError> {
+        if idps.is_empty() {
+            return Err(KeyError::Config("no identity provider".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for idp in &idps {
+            if !seen.insert(idp.id().to_owned()) {
+                return Err(KeyError::Config(format!(
+                    "two identity providers have the id {:?}",
+                    idp.id()
+                )));
+            }
+            if let Some(up) = idp.upstream() {
+                match &vault {
+                    Some(v) if v.provider(up.id()).is_some() => {}
+                    _ => {
+                        return Err(KeyError::Config(format!(
+                            "the upstream provider {:?} needs an UpstreamVault that knows it",
+                            up.id()
+                        )));
+                    }
+                }
+            }
+        }
         let keys = Keys::new(store.clone(), config.tenant.clone());
         keys.ensure(config.ttls.access_token).await?;
         let cimd = DocumentFetcher::new(config.client_id_metadata_documents.clone());
@@ -46,7 +84,8 @@ impl AuthorizationServer {
                 config: Arc::new(config),
                 store,
                 keys,
-                idp,
+                idps: idps.into(),
+                vault,
                 cimd,
                 _reloader: reloader,
             },
@@ -84,8 +123,11 @@ impl AuthorizationServer {
             )
             .route(
                 &p("/authorize"),
-                get(handlers::authorize).post(limited(handlers::decide, limits.login)),
+                get(handlers::authorize).post(limited(flow::decide, limits.login)),
             )
+            .route(&p("/authorize/provider"), post(flow::choose_provider))
+            .route(&p("/oauth/callback"), get(flow::upstream_callback))
+            .route(&p("/logout"), get(flow::logout_form).post(flow::logout))
             .route(
                 &p("/token"),
                 limited(handlers::token, limits.token).layer(cors()),
@@ -103,7 +145,13 @@ impl AuthorizationServer {
             )
             .route(&p("/revoke"), post(handlers::revoke).layer(cors()))
             .route(&p("/introspect"), post(handlers::introspect))
-            .route(&p("/jwks"), get(handlers::jwks).layer(cors()));
+            .route(&p("/jwks"), get(handlers::jwks).layer(cors()))
+            .route(
+                &p("/userinfo"),
+                get(crate::oidc::userinfo)
+                    .post(crate::oidc::userinfo)
+                    .layer(cors()),
+            );
         if !base.is_empty() {
             r = r.route(
                 &p("/.well-known/openid-configuration"),

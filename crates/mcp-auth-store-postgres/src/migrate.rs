@@ -19,11 +19,18 @@ struct Migration {
 }
 
 /// Every migration, in order; the last one's version is the schema this build expects.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../migrations/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "sessions and upstream tokens",
+        sql: include_str!("../migrations/0002_sessions_upstream.sql"),
+    },
+];
 
 /// The first key of the advisory lock serializing migrations ("mcpa"); the second is a hash
 /// of the schema name. Two-key advisory locks do not collide with one-key ones, which this

@@ -11,8 +11,8 @@ use deadpool_postgres::{
 };
 use mcp_auth_server::store::{
     ClientRow, CodeRow, ConsentRow, NewRefresh, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS,
-    RefreshRow, RegistrationKind, Rotate, SigningKeyRow, Store, StoreError, TakeCode, UserRow,
-    check_refresh_successor, spawn_sweeper, unix_now,
+    RefreshRow, RegistrationKind, Rotate, SessionRow, SigningKeyRow, Store, StoreError, TakeCode,
+    UpstreamRow, UserRow, check_refresh_successor, check_upstream_swap, spawn_sweeper, unix_now,
 };
 use tokio::task::JoinHandle;
 use tokio::time::error::Elapsed;
@@ -351,6 +351,22 @@ macro_rules! pending_cols {
     };
 }
 
+macro_rules! consent_cols {
+    () => {
+        "tenant, subject, client_id, scope, granted_at"
+    };
+}
+macro_rules! session_cols {
+    () => {
+        "tenant, session_hash, subject, provider, created_at, expires_at"
+    };
+}
+macro_rules! upstream_cols {
+    () => {
+        "tenant, account, provider, sealed, version, created_at, updated_at, expires_at"
+    };
+}
+
 fn client_row(r: &Row) -> Result<ClientRow, StoreError> {
     let kind = get_str(r, "registration_kind")?;
     Ok(ClientRow {
@@ -456,6 +472,30 @@ fn consent_row(r: &Row) -> Result<ConsentRow, StoreError> {
         client_id: get_str(r, "client_id")?,
         scope: get_str(r, "scope")?,
         granted_at: get_u64(r, "granted_at")?,
+    })
+}
+
+fn session_row(r: &Row) -> Result<SessionRow, StoreError> {
+    Ok(SessionRow {
+        tenant: get_str(r, "tenant")?,
+        session_hash: get_str(r, "session_hash")?,
+        subject: get_str(r, "subject")?,
+        provider: get_str(r, "provider")?,
+        created_at: get_u64(r, "created_at")?,
+        expires_at: get_u64(r, "expires_at")?,
+    })
+}
+
+fn upstream_row(r: &Row) -> Result<UpstreamRow, StoreError> {
+    Ok(UpstreamRow {
+        tenant: get_str(r, "tenant")?,
+        account: get_str(r, "account")?,
+        provider: get_str(r, "provider")?,
+        sealed: get_str(r, "sealed")?,
+        version: get_u64(r, "version")?,
+        created_at: get_u64(r, "created_at")?,
+        updated_at: get_u64(r, "updated_at")?,
+        expires_at: get_u64(r, "expires_at")?,
     })
 }
 
@@ -1120,8 +1160,11 @@ impl Store for PostgresStore {
         with_conn!(self, |c| {
             query_opt(
                 &*c,
-                "SELECT tenant, subject, client_id, scope, granted_at FROM consents \
-                 WHERE tenant = $1 AND subject = $2 AND client_id = $3",
+                concat!(
+                    "SELECT ",
+                    consent_cols!(),
+                    " FROM consents WHERE tenant = $1 AND subject = $2 AND client_id = $3"
+                ),
                 &[&tenant, &subject, &client_id],
             )
             .await?
@@ -1148,6 +1191,246 @@ impl Store for PostgresStore {
         })
     }
 
+    async fn list_consents(
+        &self,
+        tenant: &str,
+        subject: Option<&str>,
+    ) -> Result<Vec<ConsentRow>, StoreError> {
+        with_conn!(self, |c| {
+            // `COLLATE "C"`: byte order, as in the other backends, whatever the database's
+            // collation.
+            let rows = match subject {
+                Some(subject) => {
+                    query(
+                        &*c,
+                        concat!(
+                            "SELECT ",
+                            consent_cols!(),
+                            " FROM consents WHERE tenant = $1 AND subject = $2 \
+                             ORDER BY client_id COLLATE \"C\""
+                        ),
+                        &[&tenant, &subject],
+                    )
+                    .await?
+                }
+                None => {
+                    query(
+                        &*c,
+                        concat!(
+                            "SELECT ",
+                            consent_cols!(),
+                            " FROM consents WHERE tenant = $1 \
+                             ORDER BY subject COLLATE \"C\", client_id COLLATE \"C\""
+                        ),
+                        &[&tenant],
+                    )
+                    .await?
+                }
+            };
+            rows.iter().map(consent_row).collect()
+        })
+    }
+
+    async fn revoke_client_grants(
+        &self,
+        tenant: &str,
+        subject: &str,
+        client_id: &str,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        with_conn!(self, |c| {
+            let tx = c.transaction().await.map_err(backend)?;
+            // A token's family never changes, so the families can be read before taking
+            // their locks; each is then revoked as `revoke_family` does, under its lock.
+            let mut families = query(
+                &tx,
+                "SELECT DISTINCT family_id FROM refresh_tokens \
+                 WHERE tenant = $1 AND subject = $2 AND client_id = $3",
+                &[&tenant, &subject, &client_id],
+            )
+            .await?
+            .iter()
+            .map(|r| get_str(r, "family_id"))
+            .collect::<Result<Vec<_>, _>>()?;
+            // One order for every caller, so two of them cannot wait for each other's locks.
+            families.sort();
+            for family_id in &families {
+                lock_family(&tx, tenant, family_id).await?;
+                revoke_family_in(&tx, tenant, family_id, now).await?;
+            }
+            tx.commit().await.map_err(backend)?;
+            Ok(families)
+        })
+    }
+
+    async fn put_session(&self, row: &SessionRow) -> Result<(), StoreError> {
+        with_conn!(self, |c| {
+            execute(
+                &*c,
+                concat!(
+                    "INSERT INTO sessions (",
+                    session_cols!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (tenant, session_hash) DO UPDATE SET \
+                     subject = excluded.subject, provider = excluded.provider, \
+                     created_at = excluded.created_at, expires_at = excluded.expires_at"
+                ),
+                &[
+                    &row.tenant,
+                    &row.session_hash,
+                    &row.subject,
+                    &row.provider,
+                    &int(row.created_at),
+                    &int(row.expires_at),
+                ],
+            )
+            .await
+            .map(drop)
+        })
+    }
+
+    async fn get_session(
+        &self,
+        tenant: &str,
+        session_hash: &str,
+        now: u64,
+    ) -> Result<Option<SessionRow>, StoreError> {
+        with_conn!(self, |c| {
+            query_opt(
+                &*c,
+                concat!(
+                    "SELECT ",
+                    session_cols!(),
+                    " FROM sessions WHERE tenant = $1 AND session_hash = $2 \
+                     AND expires_at > $3"
+                ),
+                &[&tenant, &session_hash, &int(now)],
+            )
+            .await?
+            .as_ref()
+            .map(session_row)
+            .transpose()
+        })
+    }
+
+    async fn delete_session(&self, tenant: &str, session_hash: &str) -> Result<bool, StoreError> {
+        with_conn!(self, |c| {
+            execute(
+                &*c,
+                "DELETE FROM sessions WHERE tenant = $1 AND session_hash = $2",
+                &[&tenant, &session_hash],
+            )
+            .await
+            .map(|n| n > 0)
+        })
+    }
+
+    async fn put_upstream(&self, row: &UpstreamRow) -> Result<(), StoreError> {
+        with_conn!(self, |c| {
+            execute(
+                &*c,
+                concat!(
+                    "INSERT INTO upstream_tokens (",
+                    upstream_cols!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     ON CONFLICT (tenant, account) DO UPDATE SET \
+                     provider = excluded.provider, sealed = excluded.sealed, \
+                     version = excluded.version, created_at = excluded.created_at, \
+                     updated_at = excluded.updated_at, expires_at = excluded.expires_at"
+                ),
+                &[
+                    &row.tenant,
+                    &row.account,
+                    &row.provider,
+                    &row.sealed,
+                    &int(row.version),
+                    &int(row.created_at),
+                    &int(row.updated_at),
+                    &int(row.expires_at),
+                ],
+            )
+            .await
+            .map(drop)
+        })
+    }
+
+    async fn get_upstream(
+        &self,
+        tenant: &str,
+        account: &str,
+        now: u64,
+    ) -> Result<Option<UpstreamRow>, StoreError> {
+        with_conn!(self, |c| {
+            query_opt(
+                &*c,
+                concat!(
+                    "SELECT ",
+                    upstream_cols!(),
+                    " FROM upstream_tokens WHERE tenant = $1 AND account = $2 \
+                     AND expires_at > $3"
+                ),
+                &[&tenant, &account, &int(now)],
+            )
+            .await?
+            .as_ref()
+            .map(upstream_row)
+            .transpose()
+        })
+    }
+
+    async fn swap_upstream(
+        &self,
+        row: &UpstreamRow,
+        expected_version: u64,
+    ) -> Result<bool, StoreError> {
+        check_upstream_swap(row, expected_version)?;
+        with_conn!(self, |c| {
+            // One UPDATE compares and replaces: concurrent updaters of the row queue on its
+            // lock and each re-checks the version on the row the one before committed, so
+            // of swaps from the same version only the first matches.
+            execute(
+                &*c,
+                "UPDATE upstream_tokens SET provider = $1, sealed = $2, version = $3, \
+                 created_at = $4, updated_at = $5, expires_at = $6 \
+                 WHERE tenant = $7 AND account = $8 AND version = $9",
+                &[
+                    &row.provider,
+                    &row.sealed,
+                    &int(row.version),
+                    &int(row.created_at),
+                    &int(row.updated_at),
+                    &int(row.expires_at),
+                    &row.tenant,
+                    &row.account,
+                    &int(expected_version),
+                ],
+            )
+            .await
+            .map(|n| n > 0)
+        })
+    }
+
+    async fn delete_upstream(
+        &self,
+        tenant: &str,
+        account: &str,
+    ) -> Result<Option<UpstreamRow>, StoreError> {
+        with_conn!(self, |c| {
+            query_opt(
+                &*c,
+                concat!(
+                    "DELETE FROM upstream_tokens WHERE tenant = $1 AND account = $2 RETURNING ",
+                    upstream_cols!()
+                ),
+                &[&tenant, &account],
+            )
+            .await?
+            .as_ref()
+            .map(upstream_row)
+            .transpose()
+        })
+    }
+
     async fn sweep(&self, now: u64) -> Result<usize, StoreError> {
         with_conn!(self, |c| {
             let tx = c.transaction().await.map_err(backend)?;
@@ -1160,6 +1443,8 @@ impl Store for PostgresStore {
                 "DELETE FROM revoked_access_tokens WHERE expires_at <= $1",
                 "DELETE FROM signing_keys WHERE not_after IS NOT NULL AND not_after <= $1",
                 "DELETE FROM pending_authorizations WHERE expires_at <= $1",
+                "DELETE FROM sessions WHERE expires_at <= $1",
+                "DELETE FROM upstream_tokens WHERE expires_at <= $1",
             ] {
                 total += count(execute(&tx, sql, &[&int(now)]).await?);
             }

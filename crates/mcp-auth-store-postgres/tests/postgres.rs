@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{DropSchema, chain, fresh_store, options, random_schema, raw_client};
-use mcp_auth_server::store::suite::{NOW, code, new_refresh, refresh, signing_key};
+use mcp_auth_server::store::suite::{
+    NOW, code, new_refresh, refresh, session, signing_key, upstream,
+};
 use mcp_auth_server::store::{Rotate, Store, StoreError, TakeCode, hash_secret};
 use mcp_auth_store_postgres::{PostgresOptions, PostgresStore};
 use tokio::sync::Barrier;
@@ -72,13 +74,13 @@ async fn versions(schema: &str) -> Vec<i32> {
 async fn migrations_are_idempotent_and_versioned() {
     let (store, guard) = fresh_store().await;
     store.put_code(&code("t1", "c1", "fam")).await.unwrap();
-    assert_eq!(versions(&guard.0).await, vec![1]);
+    assert_eq!(versions(&guard.0).await, vec![1, 2]);
 
     // Connecting again applies nothing and keeps the data.
     let again = PostgresStore::connect_with(options(&guard.0))
         .await
         .unwrap();
-    assert_eq!(versions(&guard.0).await, vec![1]);
+    assert_eq!(versions(&guard.0).await, vec![1, 2]);
     assert!(matches!(
         again
             .take_code("t1", &hash_secret("c1"), NOW)
@@ -93,7 +95,7 @@ async fn migrations_are_idempotent_and_versioned() {
         .execute(
             &format!(
                 "INSERT INTO {}.mcp_auth_schema_migrations (version, name, applied_at) \
-                 VALUES (2, 'from the future', 0)",
+                 VALUES (3, 'from the future', 0)",
                 guard.0
             ),
             &[],
@@ -106,7 +108,44 @@ async fn migrations_are_idempotent_and_versioned() {
     assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
     let message = chain(&err);
     assert!(message.contains("newer than this program"), "{message}");
-    assert!(message.contains("version 2"), "{message}");
+    assert!(message.contains("version 3"), "{message}");
+}
+
+/// A schema at version 1 (written by the first releases) is brought up to date on connect,
+/// keeping its data.
+#[tokio::test]
+async fn a_version_1_schema_is_upgraded() {
+    let schema = random_schema();
+    let guard = DropSchema(schema.clone());
+    let raw = raw_client().await;
+    raw.batch_execute(&format!(
+        "CREATE SCHEMA {schema}; SET search_path TO {schema}; {} \
+         CREATE TABLE mcp_auth_schema_migrations (version INTEGER PRIMARY KEY, \
+         name TEXT NOT NULL, applied_at BIGINT NOT NULL); \
+         INSERT INTO mcp_auth_schema_migrations VALUES (1, 'initial', 0); \
+         INSERT INTO users VALUES ('t1', 'alice', 'hash', 1);",
+        include_str!("../migrations/0001_initial.sql")
+    ))
+    .await
+    .unwrap();
+    let store = PostgresStore::connect_with(options(&schema)).await.unwrap();
+    assert_eq!(versions(&guard.0).await, vec![1, 2]);
+    let alice = store.get_user("t1", "alice").await.unwrap().unwrap();
+    assert_eq!(alice.password_hash, "hash");
+    let s = session("t1", "cookie-1");
+    store.put_session(&s).await.unwrap();
+    assert_eq!(
+        store.get_session("t1", &s.session_hash, NOW).await.unwrap(),
+        Some(s)
+    );
+    let u = upstream("t1", "github:1", 1);
+    store.put_upstream(&u).await.unwrap();
+    assert!(
+        store
+            .swap_upstream(&upstream("t1", "github:1", 2), 1)
+            .await
+            .unwrap()
+    );
 }
 
 /// Instances starting together on a new schema: the advisory lock makes one create it and
@@ -124,7 +163,7 @@ async fn concurrent_starts_migrate_once() {
     for start in starts {
         start.await.unwrap().unwrap();
     }
-    assert_eq!(versions(&guard.0).await, vec![1]);
+    assert_eq!(versions(&guard.0).await, vec![1, 2]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -297,6 +336,31 @@ async fn put_refresh_racing_revocation_never_survives() {
         let token = hash_secret(&format!("rt-{i}"));
         assert_eq!(a.get_refresh("t1", &token, NOW).await.unwrap(), None, "{i}");
     }
+}
+
+/// Of concurrent `swap_upstream` calls from one version on two instances, exactly one wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upstream_swapped_once_across_instances() {
+    let (a, b, _guard) = two_instances().await;
+    a.put_upstream(&upstream("t1", "acct", 1)).await.unwrap();
+    let results = race(&a, &b, |store, i| async move {
+        let mut row = upstream("t1", "acct", 2);
+        row.sealed = format!("racer-{i}");
+        let won = store.swap_upstream(&row, 1).await;
+        (won, row)
+    })
+    .await;
+    let winners: Vec<_> = results
+        .iter()
+        .filter(|(won, _)| matches!(won, Ok(true)))
+        .map(|(_, row)| row)
+        .collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    assert!(results.iter().all(|(won, _)| won.is_ok()), "{results:?}");
+    assert_eq!(
+        b.get_upstream("t1", "acct", NOW).await.unwrap().as_ref(),
+        Some(winners[0])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

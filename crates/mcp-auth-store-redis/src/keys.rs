@@ -102,6 +102,24 @@ impl TenantKeys {
             &format!("{}:{subject}:{client_id}", subject.len()),
         )
     }
+
+    /// The set of the keys of the tenant's consents, for `list_consents`.
+    pub(crate) fn consents(&self) -> String {
+        self.join("consents", "")
+    }
+
+    /// The set of the keys of one user's consents, for `list_consents` of a subject.
+    pub(crate) fn by_subject(&self, subject: &str) -> String {
+        self.join("by-subject:", subject)
+    }
+
+    pub(crate) fn session(&self, session_hash: &str) -> String {
+        self.join("session:", session_hash)
+    }
+
+    pub(crate) fn upstream(&self, account: &str) -> String {
+        self.join("upstream:", account)
+    }
 }
 
 #[cfg(test)]
@@ -121,5 +139,10 @@ mod tests {
             keys.tenant("t").consent("a", "b:c")
         );
         assert!(!keys.tenant("x").base().starts_with(&keys.expiry()));
+        // The consent sets never coincide with a consent, nor with each other.
+        let t = keys.tenant("t");
+        assert_ne!(t.consents(), t.by_subject(""));
+        assert!(!t.consents().starts_with(&t.consent("", "")));
+        assert_ne!(t.by_subject("a:b"), t.by_subject("a"));
     }
 }

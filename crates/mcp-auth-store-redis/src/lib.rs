@@ -43,7 +43,11 @@
 //! | `keys` | set: the keys of the tenant's signing keys |
 //! | `pending:{id}` | a pending authorization request |
 //! | `consent:{len}:{subject}:{client_id}` | a consent |
-//! | `by-client:{client_id}` | set: the codes, refresh tokens, pending requests and consents of a client, for the cascade of [`Store::delete_client`] (RFC 7592 §2.3) |
+//! | `consents` | set: the keys of the tenant's consents, for [`Store::list_consents`] |
+//! | `by-subject:{subject}` | set: the keys of a user's consents, for [`Store::list_consents`] of one user |
+//! | `by-client:{client_id}` | set: the codes, refresh tokens, pending requests and consents of a client, for the cascade of [`Store::delete_client`] (RFC 7592 §2.3) and [`Store::revoke_client_grants`] |
+//! | `session:{session_hash}` | a login session |
+//! | `upstream:{account}` | an account's sealed upstream tokens; `ver` = its version, compared by [`Store::swap_upstream`] in a script |
 //!
 //! and one key per store, `{prefix}expiry`: a sorted set of every row that expires,
 //! scored by its expiry.

@@ -7,9 +7,10 @@
 //!
 //! Every row is a hash with the JSON of the row in field `row`, and, as the scripts need
 //! them: `exp` (the expiry, also the row's score in the expiry index), `spent` / `rotated`
-//! (set once a code is spent or a refresh token rotated), `family`, `client`, and `cidx` /
-//! `fidx` / `kidx`, the index sets (by client, by family, the tenant's signing keys) that
-//! list the row, so that deleting the row can remove it from them.
+//! (set once a code is spent or a refresh token rotated), `family`, `client`, `ver` (an
+//! upstream row's version), and `cidx` / `fidx` / `kidx` / `tidx` / `sidx`, the index sets
+//! (by client, by family, the tenant's signing keys, the tenant's consents, a user's
+//! consents) that list the row, so that deleting the row can remove it from them.
 //!
 //! Keys known before the call are passed as `KEYS`; keys found only in the data (the
 //! tokens of a family, the rows of a client, the index sets listing a row, the family of
@@ -32,9 +33,9 @@ macro_rules! lua {
 -- Deletes a row and removes it from the expiry index and the index sets that list it.
 -- Returns 1 if the row existed (Redis may already have expired it).
 local function drop(key, expiry)
-  local ix = redis.call('HMGET', key, 'cidx', 'fidx', 'kidx')
+  local ix = redis.call('HMGET', key, 'cidx', 'fidx', 'kidx', 'tidx', 'sidx')
   local n = redis.call('DEL', key)
-  for i = 1, 3 do
+  for i = 1, 5 do
     if ix[i] then redis.call('SREM', ix[i], key) end
   end
   redis.call('ZREM', expiry, key)
@@ -291,6 +292,79 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, AR
 local n = 0
 for _, m in ipairs(due) do n = n + drop(m, KEYS[1]) end
 return {n, #due}
+"#
+    ))
+});
+
+/// Lists the rows of the keys in a set (the consents of a tenant or of a user). KEYS: the
+/// set. Returns the `row` fields of the members that exist.
+pub(crate) static LIST_ROWS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local out = {}
+for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local row = redis.call('HGET', m, 'row')
+  if row then out[#out + 1] = row end
+end
+return out
+"#,
+    )
+});
+
+/// Revokes every family a user holds for a client, each as `REVOKE_FAMILY` does. KEYS: the
+/// client set, expiry index. ARGV: tenant key base, client ID, subject, remembered until,
+/// its ttl. Returns the families revoked, each once.
+pub(crate) static REVOKE_CLIENT_GRANTS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(lua!(
+        r#"
+local base = ARGV[1]
+local prefix = base .. 'refresh:'
+local seen, families = {}, {}
+for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  -- The client set also lists codes, pending requests and consents, and may list a key
+  -- since reused for another client: only the client's refresh tokens, current or
+  -- rotated, of the user (the subject is only in the row's JSON).
+  if string.sub(m, 1, #prefix) == prefix then
+    local v = redis.call('HMGET', m, 'row', 'family', 'client')
+    if v[1] and v[2] and v[3] == ARGV[2] and not seen[v[2]]
+        and cjson.decode(v[1])['subject'] == ARGV[3] then
+      seen[v[2]] = true
+      families[#families + 1] = v[2]
+    end
+  end
+end
+for _, family in ipairs(families) do
+  revoke(base .. 'family:' .. family, base .. 'revoked:' .. family, KEYS[2], family,
+    ARGV[4], ARGV[5])
+end
+return families
+"#
+    ))
+});
+
+/// Replaces an upstream row if its version is the expected one. KEYS: row, expiry index.
+/// ARGV: expected version, exp, ttl, field/value pairs (`ver` among them). Versions are
+/// compared as the decimal strings the store writes, exact for any `u64`. Returns 1 when
+/// swapped.
+pub(crate) static SWAP_UPSTREAM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(lua!(
+        r#"
+if redis.call('HGET', KEYS[1], 'ver') ~= ARGV[1] then return 0 end
+write(KEYS[1], KEYS[2], ARGV[2], ARGV[3], 4)
+return 1
+"#
+    ))
+});
+
+/// Deletes a row and returns it, expired or not. KEYS: row, expiry index. Returns the
+/// `row` field, or nil when there was none.
+pub(crate) static TAKE_ROW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(lua!(
+        r#"
+local row = redis.call('HGET', KEYS[1], 'row')
+if not row then return false end
+drop(KEYS[1], KEYS[2])
+return row
 "#
     ))
 });

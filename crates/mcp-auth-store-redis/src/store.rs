@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mcp_auth_server::store::{
     ClientRow, CodeRow, ConsentRow, NewRefresh, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS,
-    RefreshRow, Rotate, SigningKeyRow, Store, StoreError, TakeCode, UserRow,
-    check_refresh_successor, spawn_sweeper, unix_now,
+    RefreshRow, Rotate, SessionRow, SigningKeyRow, Store, StoreError, TakeCode, UpstreamRow,
+    UserRow, check_refresh_successor, check_upstream_swap, spawn_sweeper, unix_now,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, IntoConnectionInfo, RedisError, ScriptInvocation};
@@ -756,8 +756,14 @@ impl Store for RedisStore {
         let key = t.consent(&row.subject, &row.client_id);
         let json = encode("consent", row)?;
         let by_client = t.by_client(&row.client_id);
+        let all = t.consents();
+        let by_subject = t.by_subject(&row.subject);
         let fields = [("row", json.as_str()), ("client", &row.client_id)];
-        let indexes = [("cidx", by_client.as_str())];
+        let indexes = [
+            ("cidx", by_client.as_str()),
+            ("tidx", all.as_str()),
+            ("sidx", by_subject.as_str()),
+        ];
         self.put("put_consent", false, &key, None, &indexes, &fields)
             .await
             .map(drop)
@@ -784,6 +790,151 @@ impl Store for RedisStore {
             .key(self.keys.expiry());
         let existed: i64 = self.script("delete_consent", &inv).await?;
         Ok(existed == 1)
+    }
+
+    async fn list_consents(
+        &self,
+        tenant: &str,
+        subject: Option<&str>,
+    ) -> Result<Vec<ConsentRow>, StoreError> {
+        let t = self.keys.tenant(tenant);
+        let set = match subject {
+            Some(subject) => t.by_subject(subject),
+            None => t.consents(),
+        };
+        let mut inv = scripts::LIST_ROWS.prepare_invoke();
+        inv.key(set);
+        let rows: Vec<String> = self.script("list_consents", &inv).await?;
+        let mut consents = rows
+            .iter()
+            .map(|json| decode::<ConsentRow>("consent", json))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Sets have no order: sort as the other backends do (byte order).
+        consents.sort_by(|a, b| (&a.subject, &a.client_id).cmp(&(&b.subject, &b.client_id)));
+        Ok(consents)
+    }
+
+    async fn revoke_client_grants(
+        &self,
+        tenant: &str,
+        subject: &str,
+        client_id: &str,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let t = self.keys.tenant(tenant);
+        let (till, till_ttl) = self.revocation_until(now);
+        let mut inv = scripts::REVOKE_CLIENT_GRANTS.prepare_invoke();
+        inv.key(t.by_client(client_id))
+            .key(self.keys.expiry())
+            .arg(t.base())
+            .arg(client_id)
+            .arg(subject)
+            .arg(till.to_string())
+            .arg(till_ttl.to_string());
+        let mut families: Vec<String> = self.script("revoke_client_grants", &inv).await?;
+        families.sort();
+        families.dedup();
+        Ok(families)
+    }
+
+    async fn put_session(&self, row: &SessionRow) -> Result<(), StoreError> {
+        let key = self.keys.tenant(&row.tenant).session(&row.session_hash);
+        let json = encode("session", row)?;
+        let exp = row.expires_at.to_string();
+        let fields = [("row", json.as_str()), ("exp", &exp)];
+        self.put(
+            "put_session",
+            false,
+            &key,
+            Some(row.expires_at),
+            &[],
+            &fields,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn get_session(
+        &self,
+        tenant: &str,
+        session_hash: &str,
+        now: u64,
+    ) -> Result<Option<SessionRow>, StoreError> {
+        let key = self.keys.tenant(tenant).session(session_hash);
+        let row: Option<SessionRow> = self.get_row("get_session", "session", &key).await?;
+        Ok(row.filter(|x| now < x.expires_at))
+    }
+
+    async fn delete_session(&self, tenant: &str, session_hash: &str) -> Result<bool, StoreError> {
+        let mut inv = scripts::DROP.prepare_invoke();
+        inv.key(self.keys.tenant(tenant).session(session_hash))
+            .key(self.keys.expiry());
+        let existed: i64 = self.script("delete_session", &inv).await?;
+        Ok(existed == 1)
+    }
+
+    async fn put_upstream(&self, row: &UpstreamRow) -> Result<(), StoreError> {
+        let key = self.keys.tenant(&row.tenant).upstream(&row.account);
+        let json = encode("upstream tokens", row)?;
+        let (exp, ver) = (row.expires_at.to_string(), row.version.to_string());
+        let fields = [("row", json.as_str()), ("exp", &exp), ("ver", &ver)];
+        self.put(
+            "put_upstream",
+            false,
+            &key,
+            Some(row.expires_at),
+            &[],
+            &fields,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn get_upstream(
+        &self,
+        tenant: &str,
+        account: &str,
+        now: u64,
+    ) -> Result<Option<UpstreamRow>, StoreError> {
+        let key = self.keys.tenant(tenant).upstream(account);
+        let row: Option<UpstreamRow> = self
+            .get_row("get_upstream", "upstream tokens", &key)
+            .await?;
+        Ok(row.filter(|u| now < u.expires_at))
+    }
+
+    async fn swap_upstream(
+        &self,
+        row: &UpstreamRow,
+        expected_version: u64,
+    ) -> Result<bool, StoreError> {
+        check_upstream_swap(row, expected_version)?;
+        let json = encode("upstream tokens", row)?;
+        let mut inv = scripts::SWAP_UPSTREAM.prepare_invoke();
+        inv.key(self.keys.tenant(&row.tenant).upstream(&row.account))
+            .key(self.keys.expiry())
+            .arg(expected_version.to_string());
+        push_expiry(&mut inv, Some((row.expires_at, self.ttl(row.expires_at))));
+        inv.arg("row")
+            .arg(json)
+            .arg("exp")
+            .arg(row.expires_at.to_string())
+            .arg("ver")
+            .arg(row.version.to_string());
+        let swapped: i64 = self.script("swap_upstream", &inv).await?;
+        Ok(swapped == 1)
+    }
+
+    async fn delete_upstream(
+        &self,
+        tenant: &str,
+        account: &str,
+    ) -> Result<Option<UpstreamRow>, StoreError> {
+        let mut inv = scripts::TAKE_ROW.prepare_invoke();
+        inv.key(self.keys.tenant(tenant).upstream(account))
+            .key(self.keys.expiry());
+        let json: Option<String> = self.script("delete_upstream", &inv).await?;
+        json.map(|j| decode("upstream tokens", &j)).transpose()
     }
 
     async fn sweep(&self, now: u64) -> Result<usize, StoreError> {

@@ -172,6 +172,73 @@ async fn concurrent_put_signing_key_has_one_winner() {
     assert_eq!(a.list_signing_keys("t1", NOW).await.unwrap().len(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_swap_upstream_across_instances_has_one_winner() {
+    let (a, b, _cleanup) = two_instances().await;
+    a.put_upstream(&suite::upstream("t1", "acct", 1))
+        .await
+        .unwrap();
+    let results = race(&a, &b, |i, s| async move {
+        let mut row = suite::upstream("t1", "acct", 2);
+        row.sealed = format!("racer-{i}");
+        let won = s.swap_upstream(&row, 1).await.unwrap();
+        (won, row)
+    })
+    .await;
+    let winners: Vec<_> = results.iter().filter(|(won, _)| *won).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    assert_eq!(
+        b.get_upstream("t1", "acct", NOW).await.unwrap().as_ref(),
+        Some(&winners[0].1)
+    );
+}
+
+/// The families of a user's grants to a client are revoked together, across instances'
+/// concurrent rotations (one per family): no token of theirs is left current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoke_client_grants_racing_rotations_leaves_no_token() {
+    let (a, b, _cleanup) = two_instances().await;
+    let revoker = RACERS / 2;
+    let rotators = (0..RACERS).filter(|&i| i != revoker);
+    for i in rotators.clone() {
+        a.put_refresh(&suite::refresh(
+            "t1",
+            &format!("rt-{i}-0"),
+            &format!("fam-{i}"),
+        ))
+        .await
+        .unwrap();
+    }
+    let results = race(&a, &b, |i, s| async move {
+        if i == revoker {
+            let families = s
+                .revoke_client_grants("t1", "alice", "client-1", NOW)
+                .await
+                .unwrap();
+            return Some(families);
+        }
+        let old = hash_secret(&format!("rt-{i}-0"));
+        let new = suite::refresh("t1", &format!("rt-{i}-1"), &format!("fam-{i}"));
+        s.rotate_refresh("t1", &old, &new, NOW).await.unwrap();
+        None
+    })
+    .await;
+    // A rotation never empties a family: all were there to revoke.
+    let mut all: Vec<String> = rotators.clone().map(|i| format!("fam-{i}")).collect();
+    all.sort();
+    let revoked: Vec<_> = results.into_iter().flatten().collect();
+    assert_eq!(revoked, [all]);
+    for i in rotators {
+        for n in 0..2 {
+            let h = hash_secret(&format!("rt-{i}-{n}"));
+            assert_eq!(a.get_refresh("t1", &h, NOW).await.unwrap(), None, "{i}");
+        }
+        let late = suite::refresh("t1", &format!("late-{i}"), &format!("fam-{i}"));
+        let got = b.put_refresh(&late).await;
+        assert!(matches!(got, Err(StoreError::FamilyRevoked)), "{got:?}");
+    }
+}
+
 #[tokio::test]
 async fn rows_with_an_expiry_get_a_key_ttl() {
     let prefix = common::random_prefix();
@@ -420,21 +487,109 @@ async fn sweep_leaves_no_index_entries_behind() {
         .await
         .unwrap();
     store.revoke_access("t1", "jti", NOW + 5).await.unwrap();
-    assert_eq!(store.sweep(NOW + 1_000_000).await.unwrap(), 5);
+    store
+        .put_session(&suite::session("t1", "cookie-1"))
+        .await
+        .unwrap();
+    store
+        .put_upstream(&suite::upstream("t1", "github:1", 1))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .swap_upstream(&suite::upstream("t1", "github:1", 2), 1)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.sweep(NOW + 1_000_000).await.unwrap(), 7);
 
     let mut raw = common::raw().await;
     let mut left = common::keys_under(&mut raw, &cleanup.prefix).await;
     left.sort();
     let p = &cleanup.prefix;
+    let consent = format!("{p}t2:t1:consent:5:alice:client-1");
     assert_eq!(
         left,
         [
             format!("{p}t2:t1:by-client:client-1"),
-            format!("{p}t2:t1:consent:5:alice:client-1"),
+            format!("{p}t2:t1:by-subject:alice"),
+            consent.clone(),
+            format!("{p}t2:t1:consents"),
         ]
     );
-    let members: Vec<String> = raw.smembers(&left[0]).await.unwrap();
-    assert_eq!(members, [left[1].clone()]);
+    for set in [&left[0], &left[1], &left[3]] {
+        let members: Vec<String> = raw.smembers(set).await.unwrap();
+        assert_eq!(members, std::slice::from_ref(&consent), "{set}");
+        let ttl: i64 = raw.ttl(set).await.unwrap();
+        assert_eq!(
+            ttl, -1,
+            "{set}: a consent never expires, nor its index sets"
+        );
+    }
+
+    // Withdrawing the consent empties its index sets, which Redis then deletes.
+    assert!(
+        store
+            .delete_consent("t1", "alice", "client-1")
+            .await
+            .unwrap()
+    );
+    let left = common::keys_under(&mut raw, &cleanup.prefix).await;
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Consents of users whose names would spell each other's keys if joined with `:` are
+/// listed apart, and a tenant's listing never shows another tenant's.
+#[tokio::test]
+async fn consent_listings_cannot_collide() {
+    let (store, _cleanup) = common::fresh_store().await;
+    let c1 = suite::consent("t", "a:b", "c");
+    let c2 = suite::consent("t", "a", "b:c");
+    let c3 = suite::consent("t:a", "b", "c");
+    for c in [&c1, &c2, &c3] {
+        store.put_consent(c).await.unwrap();
+    }
+    let listed = store.list_consents("t", Some("a")).await.unwrap();
+    assert_eq!(listed, std::slice::from_ref(&c2));
+    let listed = store.list_consents("t", Some("a:b")).await.unwrap();
+    assert_eq!(listed, std::slice::from_ref(&c1));
+    assert_eq!(store.list_consents("t", None).await.unwrap(), [c2, c1]);
+    assert_eq!(store.list_consents("t:a", None).await.unwrap(), [c3]);
+}
+
+/// Session and upstream rows get a key TTL and their place in the expiry index; a swap
+/// moves both to the new expiry.
+#[tokio::test]
+async fn sessions_and_upstream_rows_get_a_key_ttl() {
+    let (store, cleanup) = common::fresh_store().await;
+    let p = &cleanup.prefix;
+    let session = suite::session("t1", "cookie-1");
+    store.put_session(&session).await.unwrap();
+    let up = suite::upstream("t1", "github:1", 1);
+    store.put_upstream(&up).await.unwrap();
+    let mut raw = common::raw().await;
+    let margin = RedisOptions::DEFAULT_TTL_MARGIN_SECS as i64;
+    let session_key = format!("{p}t2:t1:session:{}", session.session_hash);
+    let up_key = format!("{p}t2:t1:upstream:github:1");
+    for (key, exp) in [(&session_key, session.expires_at), (&up_key, up.expires_at)] {
+        let want = (exp - NOW) as i64 + margin;
+        let ttl: i64 = raw.ttl(key).await.unwrap();
+        assert!(
+            (want - 5..=want).contains(&ttl),
+            "{key}: TTL {ttl}, want ~{want}"
+        );
+        let score: Option<f64> = raw.zscore(format!("{p}expiry"), key).await.unwrap();
+        assert_eq!(score, Some(exp as f64));
+    }
+    let mut next = suite::upstream("t1", "github:1", 2);
+    next.expires_at = NOW + 10;
+    assert!(store.swap_upstream(&next, 1).await.unwrap());
+    let ttl: i64 = raw.ttl(&up_key).await.unwrap();
+    assert!((10 + margin - 5..=10 + margin).contains(&ttl), "TTL {ttl}");
+    let score: Option<f64> = raw.zscore(format!("{p}expiry"), &up_key).await.unwrap();
+    assert_eq!(score, Some((NOW + 10) as f64));
+    let ver: Option<String> = raw.hget(&up_key, "ver").await.unwrap();
+    assert_eq!(ver.as_deref(), Some("2"));
 }
 
 #[tokio::test]

@@ -75,7 +75,10 @@ const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// The schema, version by version (`PRAGMA user_version` records the last one applied).
 /// A released migration is never edited: add a new one.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_initial.sql"),
+    include_str!("../migrations/0002_sessions_upstream.sql"),
+];
 
 /// Called with the outcome (`None` = committed and durable) to answer a job's caller.
 type Reply = Box<dyn FnOnce(Option<&str>) + Send>;

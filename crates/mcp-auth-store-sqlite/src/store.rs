@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mcp_auth_server::store::{
     ClientRow, CodeRow, ConsentRow, NewRefresh, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS,
-    RefreshRow, RegistrationKind, Rotate, SigningKeyRow, Store, StoreError, TakeCode, UserRow,
-    check_refresh_successor, spawn_sweeper, unix_now,
+    RefreshRow, RegistrationKind, Rotate, SessionRow, SigningKeyRow, Store, StoreError, TakeCode,
+    UpstreamRow, UserRow, check_refresh_successor, check_upstream_swap, spawn_sweeper, unix_now,
 };
 use mcp_auth_types::SecretString;
 use rusqlite::{Connection, ErrorCode, Params, Row, params};
@@ -189,6 +189,22 @@ macro_rules! pending_cols {
     };
 }
 
+macro_rules! consent_cols {
+    () => {
+        "tenant, subject, client_id, scope, granted_at"
+    };
+}
+macro_rules! session_cols {
+    () => {
+        "tenant, session_hash, subject, provider, created_at, expires_at"
+    };
+}
+macro_rules! upstream_cols {
+    () => {
+        "tenant, account, provider, sealed, version, created_at, updated_at, expires_at"
+    };
+}
+
 fn client_row(r: &Row<'_>) -> Result<ClientRow, StoreError> {
     let kind = get_str(r, "registration_kind")?;
     Ok(ClientRow {
@@ -290,6 +306,46 @@ fn consent_row(r: &Row<'_>) -> Result<ConsentRow, StoreError> {
         scope: get_str(r, "scope")?,
         granted_at: get_u64(r, "granted_at")?,
     })
+}
+
+fn session_row(r: &Row<'_>) -> Result<SessionRow, StoreError> {
+    Ok(SessionRow {
+        tenant: get_str(r, "tenant")?,
+        session_hash: get_str(r, "session_hash")?,
+        subject: get_str(r, "subject")?,
+        provider: get_str(r, "provider")?,
+        created_at: get_u64(r, "created_at")?,
+        expires_at: get_u64(r, "expires_at")?,
+    })
+}
+
+fn upstream_row(r: &Row<'_>) -> Result<UpstreamRow, StoreError> {
+    Ok(UpstreamRow {
+        tenant: get_str(r, "tenant")?,
+        account: get_str(r, "account")?,
+        provider: get_str(r, "provider")?,
+        sealed: get_str(r, "sealed")?,
+        version: get_u64(r, "version")?,
+        created_at: get_u64(r, "created_at")?,
+        updated_at: get_u64(r, "updated_at")?,
+        expires_at: get_u64(r, "expires_at")?,
+    })
+}
+
+/// Every row `sql` yields, decoded.
+fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    decode: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(backend)?;
+    let mut rows = stmt.query(params).map_err(backend)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(backend)? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
 }
 
 /// Deletes a family's tokens and remembers the revocation, inside the caller's
@@ -897,8 +953,11 @@ impl Store for SqliteStore {
             .read(move |c| {
                 query_opt(
                     c,
-                    "SELECT tenant, subject, client_id, scope, granted_at FROM consents \
-                     WHERE tenant = ? AND subject = ? AND client_id = ?",
+                    concat!(
+                        "SELECT ",
+                        consent_cols!(),
+                        " FROM consents WHERE tenant = ? AND subject = ? AND client_id = ?"
+                    ),
                     params![tenant, subject, client_id],
                     consent_row,
                 )
@@ -926,6 +985,238 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn list_consents(
+        &self,
+        tenant: &str,
+        subject: Option<&str>,
+    ) -> Result<Vec<ConsentRow>, StoreError> {
+        let (tenant, subject) = (tenant.to_owned(), subject.map(str::to_owned));
+        // The primary key's order, which is byte order (SQLite's BINARY collation), as in
+        // the other backends.
+        self.engine
+            .read(move |c| match subject {
+                Some(subject) => query_all(
+                    c,
+                    concat!(
+                        "SELECT ",
+                        consent_cols!(),
+                        " FROM consents WHERE tenant = ? AND subject = ? \
+                         ORDER BY subject, client_id"
+                    ),
+                    params![tenant, subject],
+                    consent_row,
+                ),
+                None => query_all(
+                    c,
+                    concat!(
+                        "SELECT ",
+                        consent_cols!(),
+                        " FROM consents WHERE tenant = ? ORDER BY subject, client_id"
+                    ),
+                    params![tenant],
+                    consent_row,
+                ),
+            })
+            .await
+    }
+
+    async fn revoke_client_grants(
+        &self,
+        tenant: &str,
+        subject: &str,
+        client_id: &str,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let (tenant, subject, client_id) =
+            (tenant.to_owned(), subject.to_owned(), client_id.to_owned());
+        // One job: the families are found and revoked under the write lock, so no token of
+        // theirs can be added or rotated in between.
+        self.engine
+            .write(Steps::Many, move |c| {
+                let families = query_all(
+                    c,
+                    "SELECT DISTINCT family_id FROM refresh_tokens \
+                     WHERE tenant = ? AND subject = ? AND client_id = ? ORDER BY family_id",
+                    params![tenant, subject, client_id],
+                    |r| get_str(r, "family_id"),
+                )?;
+                for family_id in &families {
+                    revoke_family_in(c, &tenant, family_id, now)?;
+                }
+                Ok(families)
+            })
+            .await
+    }
+
+    async fn put_session(&self, row: &SessionRow) -> Result<(), StoreError> {
+        let row = row.clone();
+        self.engine
+            .write(Steps::One, move |c| {
+                execute(
+                    c,
+                    concat!(
+                        "INSERT OR REPLACE INTO sessions (",
+                        session_cols!(),
+                        ") VALUES (?, ?, ?, ?, ?, ?)"
+                    ),
+                    params![
+                        row.tenant,
+                        row.session_hash,
+                        row.subject,
+                        row.provider,
+                        int(row.created_at),
+                        int(row.expires_at),
+                    ],
+                )
+                .map(drop)
+            })
+            .await
+    }
+
+    async fn get_session(
+        &self,
+        tenant: &str,
+        session_hash: &str,
+        now: u64,
+    ) -> Result<Option<SessionRow>, StoreError> {
+        let (tenant, session_hash) = (tenant.to_owned(), session_hash.to_owned());
+        self.engine
+            .read(move |c| {
+                query_opt(
+                    c,
+                    concat!(
+                        "SELECT ",
+                        session_cols!(),
+                        " FROM sessions WHERE tenant = ? AND session_hash = ? \
+                         AND expires_at > ?"
+                    ),
+                    params![tenant, session_hash, int(now)],
+                    session_row,
+                )
+            })
+            .await
+    }
+
+    async fn delete_session(&self, tenant: &str, session_hash: &str) -> Result<bool, StoreError> {
+        let (tenant, session_hash) = (tenant.to_owned(), session_hash.to_owned());
+        self.engine
+            .write(Steps::One, move |c| {
+                execute(
+                    c,
+                    "DELETE FROM sessions WHERE tenant = ? AND session_hash = ?",
+                    params![tenant, session_hash],
+                )
+                .map(|n| n > 0)
+            })
+            .await
+    }
+
+    async fn put_upstream(&self, row: &UpstreamRow) -> Result<(), StoreError> {
+        let row = row.clone();
+        self.engine
+            .write(Steps::One, move |c| {
+                execute(
+                    c,
+                    concat!(
+                        "INSERT OR REPLACE INTO upstream_tokens (",
+                        upstream_cols!(),
+                        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    ),
+                    params![
+                        row.tenant,
+                        row.account,
+                        row.provider,
+                        row.sealed,
+                        int(row.version),
+                        int(row.created_at),
+                        int(row.updated_at),
+                        int(row.expires_at),
+                    ],
+                )
+                .map(drop)
+            })
+            .await
+    }
+
+    async fn get_upstream(
+        &self,
+        tenant: &str,
+        account: &str,
+        now: u64,
+    ) -> Result<Option<UpstreamRow>, StoreError> {
+        let (tenant, account) = (tenant.to_owned(), account.to_owned());
+        self.engine
+            .read(move |c| {
+                query_opt(
+                    c,
+                    concat!(
+                        "SELECT ",
+                        upstream_cols!(),
+                        " FROM upstream_tokens WHERE tenant = ? AND account = ? \
+                         AND expires_at > ?"
+                    ),
+                    params![tenant, account, int(now)],
+                    upstream_row,
+                )
+            })
+            .await
+    }
+
+    async fn swap_upstream(
+        &self,
+        row: &UpstreamRow,
+        expected_version: u64,
+    ) -> Result<bool, StoreError> {
+        check_upstream_swap(row, expected_version)?;
+        let row = row.clone();
+        // One UPDATE under the write lock compares and replaces: of concurrent swaps from
+        // the same version, in this process or another, only the first finds it.
+        self.engine
+            .write(Steps::One, move |c| {
+                execute(
+                    c,
+                    "UPDATE upstream_tokens SET provider = ?, sealed = ?, version = ?, \
+                     created_at = ?, updated_at = ?, expires_at = ? \
+                     WHERE tenant = ? AND account = ? AND version = ?",
+                    params![
+                        row.provider,
+                        row.sealed,
+                        int(row.version),
+                        int(row.created_at),
+                        int(row.updated_at),
+                        int(row.expires_at),
+                        row.tenant,
+                        row.account,
+                        int(expected_version),
+                    ],
+                )
+                .map(|n| n > 0)
+            })
+            .await
+    }
+
+    async fn delete_upstream(
+        &self,
+        tenant: &str,
+        account: &str,
+    ) -> Result<Option<UpstreamRow>, StoreError> {
+        let (tenant, account) = (tenant.to_owned(), account.to_owned());
+        self.engine
+            .write(Steps::One, move |c| {
+                query_opt(
+                    c,
+                    concat!(
+                        "DELETE FROM upstream_tokens WHERE tenant = ? AND account = ? \
+                         RETURNING ",
+                        upstream_cols!()
+                    ),
+                    params![tenant, account],
+                    upstream_row,
+                )
+            })
+            .await
+    }
+
     async fn sweep(&self, now: u64) -> Result<usize, StoreError> {
         self.engine
             .write(Steps::Many, move |c| {
@@ -938,6 +1229,8 @@ impl Store for SqliteStore {
                     "DELETE FROM revoked_access_tokens WHERE expires_at <= ?",
                     "DELETE FROM signing_keys WHERE not_after IS NOT NULL AND not_after <= ?",
                     "DELETE FROM pending_authorizations WHERE expires_at <= ?",
+                    "DELETE FROM sessions WHERE expires_at <= ?",
+                    "DELETE FROM upstream_tokens WHERE expires_at <= ?",
                 ] {
                     total += execute(c, sql, params![int(now)])?;
                 }

@@ -44,6 +44,10 @@ async fn data_survives_close_and_reopen() {
     let consent = suite::consent("t1", "alice", "client-1");
     store.put_consent(&consent).await.unwrap();
     store.revoke_family("t1", "fam-9", NOW).await.unwrap();
+    let session = suite::session("t1", "cookie-1");
+    store.put_session(&session).await.unwrap();
+    let upstream = suite::upstream("t1", "github:1", 3);
+    store.put_upstream(&upstream).await.unwrap();
     store.close().await;
     drop(store);
 
@@ -98,6 +102,17 @@ async fn data_survives_close_and_reopen() {
         .put_refresh(&suite::refresh("t1", "rt-late", "fam-9"))
         .await;
     assert!(late.is_err(), "the revoked family is remembered: {late:?}");
+    assert_eq!(
+        store
+            .get_session("t1", &session.session_hash, NOW)
+            .await
+            .unwrap(),
+        Some(session)
+    );
+    assert_eq!(
+        store.get_upstream("t1", "github:1", NOW).await.unwrap(),
+        Some(upstream)
+    );
     store.close().await;
 }
 
@@ -148,6 +163,43 @@ async fn two_stores_on_one_file_stay_atomic() {
         rotated += usize::from(matches!(r, Rotate::Rotated(_)));
     }
     assert_eq!((taken, rotated), (1, 1));
+    a.close().await;
+    b.close().await;
+}
+
+/// Two stores on one file: of concurrent `swap_upstream` calls from the same version, split
+/// between them, exactly one wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_on_one_file_swap_upstream_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.db");
+    let a = SqliteStore::open(&path).await.unwrap();
+    let b = SqliteStore::open(&path).await.unwrap();
+    a.put_upstream(&suite::upstream("t1", "acct", 1))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..suite::RACERS {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let mut row = suite::upstream("t1", "acct", 2);
+            row.sealed = format!("racer-{i}");
+            let won = store.swap_upstream(&row, 1).await.unwrap();
+            (won, row)
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (won, row) = task.await.unwrap();
+        if won {
+            winners.push(row);
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert_eq!(
+        b.get_upstream("t1", "acct", NOW).await.unwrap().as_ref(),
+        Some(&winners[0])
+    );
     a.close().await;
     b.close().await;
 }
@@ -275,12 +327,22 @@ async fn opens_a_database_from_the_sqlx_releases() {
     }
     let store = SqliteStore::open(&path).await.unwrap();
     assert!(store.get_user("t1", "alice").await.unwrap().is_some());
+    // The migrations after the first one were applied.
+    let session = suite::session("t1", "cookie-1");
+    store.put_session(&session).await.unwrap();
+    assert!(
+        store
+            .get_session("t1", &session.session_hash, NOW)
+            .await
+            .unwrap()
+            .is_some()
+    );
     store.close().await;
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
 }
 
 #[tokio::test]

@@ -38,19 +38,33 @@ pub struct ServeProcess {
     home: tempfile::TempDir,
     port: u16,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl ServeProcess {
     /// `mcp-auth serve --listen 127.0.0.1:PORT ARGS…`, with `server_toml` as the
     /// configuration file when given; returns once it prints its URLs.
     pub async fn start(args: &[&str], server_toml: Option<&str>) -> Self {
+        Self::start_with(args, server_toml, &[], free_port()).await
+    }
+
+    /// Like [`Self::start`] on `port`, with `env` added to its environment.
+    pub async fn start_with(
+        args: &[&str],
+        server_toml: Option<&str>,
+        env: &[(&str, &str)],
+        port: u16,
+    ) -> Self {
         let home = tempfile::tempdir().unwrap();
         if let Some(toml) = server_toml {
             std::fs::write(home.path().join("server.toml"), toml).unwrap();
         }
-        let port = free_port();
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let (child, stderr) = Self::spawn(home.path(), port, &args).await;
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, stderr) = Self::spawn(home.path(), port, &args, &env).await;
         Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
@@ -58,7 +72,18 @@ impl ServeProcess {
             home,
             port,
             args,
+            env,
         }
+    }
+
+    /// The data directory (its `server.db`, keys, configuration).
+    pub fn home(&self) -> &std::path::Path {
+        self.home.path()
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
     }
 
     /// Stops the process and starts it again on the same port with the same home (its
@@ -66,7 +91,7 @@ impl ServeProcess {
     pub async fn restart(&mut self) {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
-        let (child, stderr) = Self::spawn(self.home.path(), self.port, &self.args).await;
+        let (child, stderr) = Self::spawn(self.home.path(), self.port, &self.args, &self.env).await;
         self.child = child;
         self.stderr = stderr;
     }
@@ -75,10 +100,12 @@ impl ServeProcess {
         home: &std::path::Path,
         port: u16,
         args: &[String],
+        env: &[(String, String)],
     ) -> (Child, Arc<Mutex<String>>) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-auth"))
             .env("MCP_AUTH_HOME", home)
             .env_remove("MCP_AUTH_LOG")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(args)
             .stdin(Stdio::null())

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 
 use super::{
     ClientRow, CodeRow, ConsentRow, NewRefresh, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS,
-    RefreshRow, Rotate, SigningKeyRow, Store, StoreError, TakeCode, UserRow,
-    check_refresh_successor,
+    RefreshRow, Rotate, SessionRow, SigningKeyRow, Store, StoreError, TakeCode, UpstreamRow,
+    UserRow, check_refresh_successor, check_upstream_swap,
 };
 
 /// `(tenant, id)`: every map is keyed by tenant first, so no lookup can cross tenants.
@@ -45,6 +45,10 @@ struct Tables {
     pending: HashMap<Key, PendingAuthRow>,
     /// `(tenant, subject, client_id)`.
     consents: HashMap<(String, String, String), ConsentRow>,
+    /// `(tenant, session_hash)`.
+    sessions: HashMap<Key, SessionRow>,
+    /// `(tenant, account)`.
+    upstream: HashMap<Key, UpstreamRow>,
 }
 
 #[derive(Debug)]
@@ -272,7 +276,9 @@ impl Store for MemoryStore {
         if t.refresh.contains_key(&new_key) {
             return Err(StoreError::Conflict("refresh token"));
         }
-        let old = t.refresh.get_mut(&old_key).expect("looked up above");
+        let Some(old) = t.refresh.get_mut(&old_key) else {
+            return Ok(Rotate::Invalid);
+        };
         old.rotated_at = Some(now);
         let old_row = old.row.clone();
         t.refresh.insert(
@@ -420,6 +426,120 @@ impl Store for MemoryStore {
         Ok(self.lock().consents.remove(&k).is_some())
     }
 
+    async fn list_consents(
+        &self,
+        tenant: &str,
+        subject: Option<&str>,
+    ) -> Result<Vec<ConsentRow>, StoreError> {
+        let mut rows: Vec<ConsentRow> = self
+            .lock()
+            .consents
+            .iter()
+            .filter(|((t, s, _), _)| t == tenant && subject.is_none_or(|x| x == s))
+            .map(|(_, r)| r.clone())
+            .collect();
+        rows.sort_by(|a, b| (&a.subject, &a.client_id).cmp(&(&b.subject, &b.client_id)));
+        Ok(rows)
+    }
+
+    async fn revoke_client_grants(
+        &self,
+        tenant: &str,
+        subject: &str,
+        client_id: &str,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut t = self.lock();
+        let mut families: Vec<String> = t
+            .refresh
+            .iter()
+            .filter(|((tn, _), r)| {
+                tn == tenant && r.row.subject == subject && r.row.client_id == client_id
+            })
+            .map(|(_, r)| r.row.family_id.clone())
+            .collect();
+        families.sort();
+        families.dedup();
+        for f in &families {
+            t.revoke_family(tenant, f, now);
+        }
+        Ok(families)
+    }
+
+    async fn put_session(&self, row: &SessionRow) -> Result<(), StoreError> {
+        self.lock()
+            .sessions
+            .insert(key(&row.tenant, &row.session_hash), row.clone());
+        Ok(())
+    }
+
+    async fn get_session(
+        &self,
+        tenant: &str,
+        session_hash: &str,
+        now: u64,
+    ) -> Result<Option<SessionRow>, StoreError> {
+        Ok(self
+            .lock()
+            .sessions
+            .get(&key(tenant, session_hash))
+            .filter(|s| now < s.expires_at)
+            .cloned())
+    }
+
+    async fn delete_session(&self, tenant: &str, session_hash: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()
+            .sessions
+            .remove(&key(tenant, session_hash))
+            .is_some())
+    }
+
+    async fn put_upstream(&self, row: &UpstreamRow) -> Result<(), StoreError> {
+        self.lock()
+            .upstream
+            .insert(key(&row.tenant, &row.account), row.clone());
+        Ok(())
+    }
+
+    async fn get_upstream(
+        &self,
+        tenant: &str,
+        account: &str,
+        now: u64,
+    ) -> Result<Option<UpstreamRow>, StoreError> {
+        Ok(self
+            .lock()
+            .upstream
+            .get(&key(tenant, account))
+            .filter(|u| now < u.expires_at)
+            .cloned())
+    }
+
+    async fn swap_upstream(
+        &self,
+        row: &UpstreamRow,
+        expected_version: u64,
+    ) -> Result<bool, StoreError> {
+        check_upstream_swap(row, expected_version)?;
+        let mut t = self.lock();
+        match t.upstream.get_mut(&key(&row.tenant, &row.account)) {
+            Some(cur) if cur.version == expected_version => {
+                *cur = row.clone();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn delete_upstream(
+        &self,
+        tenant: &str,
+        account: &str,
+    ) -> Result<Option<UpstreamRow>, StoreError> {
+        Ok(self.lock().upstream.remove(&key(tenant, account)))
+    }
+
     async fn sweep(&self, now: u64) -> Result<usize, StoreError> {
         let mut t = self.lock();
         let t = &mut *t;
@@ -430,7 +550,9 @@ impl Store for MemoryStore {
                 + sweep_map(&mut t.revoked_families, |until| now >= *until)
                 + sweep_map(&mut t.revoked_access, |e| now >= *e)
                 + sweep_map(&mut t.keys, |k| k.not_after.is_some_and(|n| now >= n))
-                + sweep_map(&mut t.pending, |p| now >= p.expires_at),
+                + sweep_map(&mut t.pending, |p| now >= p.expires_at)
+                + sweep_map(&mut t.sessions, |x| now >= x.expires_at)
+                + sweep_map(&mut t.upstream, |u| now >= u.expires_at),
         )
     }
 }

@@ -34,8 +34,8 @@ pub mod suite;
 
 pub use memory::MemoryStore;
 pub use rows::{
-    ClientRow, CodeRow, ConsentRow, PendingAuthRow, RefreshRow, RegistrationKind, SigningKeyRow,
-    UserRow,
+    ClientRow, CodeRow, ConsentRow, PendingAuthRow, RefreshRow, RegistrationKind, SessionRow,
+    SigningKeyRow, UpstreamRow, UserRow,
 };
 
 /// How long, in seconds, a revoked family stays remembered after [`Store::revoke_family`],
@@ -371,12 +371,90 @@ pub trait Store: Send + Sync {
         client_id: &str,
     ) -> Result<bool, StoreError>;
 
+    /// The tenant's consents, of one user when `subject` is given, ordered by subject then
+    /// client id (`mcp-auth consents list`).
+    async fn list_consents(
+        &self,
+        tenant: &str,
+        subject: Option<&str>,
+    ) -> Result<Vec<ConsentRow>, StoreError>;
+
+    /// Revokes every refresh token family the user holds for the client, as
+    /// [`revoke_family`](Self::revoke_family) does for each (withdrawn consent). Returns the
+    /// family ids, so the server can also refuse their access tokens.
+    async fn revoke_client_grants(
+        &self,
+        tenant: &str,
+        subject: &str,
+        client_id: &str,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError>;
+
+    // ---- browser login sessions ----
+
+    /// Stores a login session, replacing one with the same hash.
+    async fn put_session(&self, row: &SessionRow) -> Result<(), StoreError>;
+
+    /// The session, unless unknown or expired.
+    async fn get_session(
+        &self,
+        tenant: &str,
+        session_hash: &str,
+        now: u64,
+    ) -> Result<Option<SessionRow>, StoreError>;
+
+    /// Ends a session (logout). Returns whether it existed.
+    async fn delete_session(&self, tenant: &str, session_hash: &str) -> Result<bool, StoreError>;
+
+    // ---- upstream tokens (proxy-provider mode) ----
+
+    /// Stores a user's upstream tokens after a login, replacing any row of the account
+    /// whatever its version.
+    async fn put_upstream(&self, row: &UpstreamRow) -> Result<(), StoreError>;
+
+    /// The account's upstream tokens, unless missing or expired.
+    async fn get_upstream(
+        &self,
+        tenant: &str,
+        account: &str,
+        now: u64,
+    ) -> Result<Option<UpstreamRow>, StoreError>;
+
+    /// Compare-and-swap: replaces the account's row with `row` only if a row exists whose
+    /// `version` is `expected_version`, atomically (across processes sharing the store).
+    /// Returns whether it did. `row.version` must be greater than `expected_version`, else
+    /// [`StoreError::InvalidRow`].
+    async fn swap_upstream(
+        &self,
+        row: &UpstreamRow,
+        expected_version: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Removes and returns the account's upstream tokens (logout, revocation), expired or
+    /// not, so the caller can revoke them upstream.
+    async fn delete_upstream(
+        &self,
+        tenant: &str,
+        account: &str,
+    ) -> Result<Option<UpstreamRow>, StoreError>;
+
     // ---- maintenance ----
 
     /// Deletes every expired row of every tenant: clients, codes (spent or not), refresh
     /// tokens (current or rotated), revoked-family records, access token revocations,
-    /// signing keys past `not_after`, pending requests. Returns how many rows went.
+    /// signing keys past `not_after`, pending requests, login sessions and upstream tokens.
+    /// Returns how many rows went.
     async fn sweep(&self, now: u64) -> Result<usize, StoreError>;
+}
+
+/// The check [`Store::swap_upstream`] makes on its row before anything else.
+pub fn check_upstream_swap(row: &UpstreamRow, expected_version: u64) -> Result<(), StoreError> {
+    if row.version <= expected_version {
+        return Err(StoreError::InvalidRow(
+            "an upstream row's new version must be greater than the expected one",
+        ));
+    }
+    Ok(())
 }
 
 /// The checks [`Store::rotate_refresh`] makes on the successor of the current token `old`

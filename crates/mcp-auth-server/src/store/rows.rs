@@ -321,6 +321,82 @@ pub struct ConsentRow {
     pub granted_at: u64,
 }
 
+/// A browser's login session at the authorization server: set as a cookie after a
+/// successful login (local or upstream), so that a user who already approved a client is not
+/// asked again. The cookie holds a random value; the store keeps only its hash.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRow {
+    /// The tenant.
+    pub tenant: String,
+    /// [`hash_secret`](crate::store::hash_secret) of the cookie's value.
+    pub session_hash: String,
+    /// The account (`provider:subject`).
+    pub subject: String,
+    /// The identity provider the user logged in with (`local`, `github`, `oidc`, ...).
+    pub provider: String,
+    /// When the user logged in.
+    pub created_at: u64,
+    /// When the session ends.
+    pub expires_at: u64,
+}
+
+impl std::fmt::Debug for SessionRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRow")
+            .field("tenant", &self.tenant)
+            .field("session_hash", &Redacted)
+            .field("subject", &self.subject)
+            .field("provider", &self.provider)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// A user's tokens at an upstream identity provider (proxy-provider mode), sealed by the
+/// server with an AEAD key the store never sees: the store keeps an opaque string.
+///
+/// `version` makes refreshes single-flight across instances: a refresher reads the row,
+/// refreshes upstream, and writes the new tokens with [`Store::swap_upstream`] only if the
+/// version is still the one it read; the loser re-reads the winner's tokens.
+///
+/// [`Store::swap_upstream`]: crate::store::Store::swap_upstream
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpstreamRow {
+    /// The tenant.
+    pub tenant: String,
+    /// The account (`provider:subject`) the tokens belong to.
+    pub account: String,
+    /// The upstream provider's id (`github`, `google`, `oidc`, ...).
+    pub provider: String,
+    /// The sealed tokens (the server's own format: key id, nonce, ciphertext).
+    pub sealed: String,
+    /// Incremented by every write; compared by [`Store::swap_upstream`](crate::store::Store::swap_upstream).
+    pub version: u64,
+    /// When the user logged in upstream (the row was first written).
+    pub created_at: u64,
+    /// When the row was last written.
+    pub updated_at: u64,
+    /// When the row is dropped whatever the tokens say (`OAUTH_EXTERNAL_TOKEN_TTL` after
+    /// the login).
+    pub expires_at: u64,
+}
+
+impl std::fmt::Debug for UpstreamRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamRow")
+            .field("tenant", &self.tenant)
+            .field("account", &self.account)
+            .field("provider", &self.provider)
+            .field("sealed", &Redacted)
+            .field("version", &self.version)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,8 +22,8 @@ use tokio::sync::Barrier;
 
 use super::{
     ClientRow, CodeRow, ConsentRow, NewRefresh, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS,
-    RefreshRow, RegistrationKind, Rotate, SigningKeyRow, Store, StoreError, TakeCode, UserRow,
-    hash_secret,
+    RefreshRow, RegistrationKind, Rotate, SessionRow, SigningKeyRow, Store, StoreError, TakeCode,
+    UpstreamRow, UserRow, hash_secret,
 };
 use mcp_auth_types::SecretString;
 
@@ -79,6 +79,12 @@ macro_rules! store_suite {
             delete_client_cascades,
             user_roundtrip,
             consent_roundtrip,
+            consents_are_listed_in_order,
+            revoke_client_grants_revokes_the_users_families,
+            session_roundtrip_expiry_and_delete,
+            upstream_roundtrip_expiry_and_delete,
+            upstream_swap_compares_versions,
+            upstream_concurrent_swap_has_one_winner,
             signing_keys_publish_until_not_after,
             pending_roundtrip_and_expiry,
             pending_take_is_single_use,
@@ -97,7 +103,9 @@ macro_rules! store_suite {
             refresh_expiry,
             access_revocation,
             tenants_are_isolated,
+            tenants_are_isolated_in_consents_sessions_and_upstream,
             sweep_removes_expired_rows,
+            sweep_removes_expired_sessions_and_upstream_rows,
         );
     };
 }
@@ -230,6 +238,32 @@ pub fn consent(tenant: &str, subject: &str, client_id: &str) -> ConsentRow {
         client_id: client_id.into(),
         scope: "files:read".into(),
         granted_at: NOW,
+    }
+}
+
+/// A login session whose cookie holds `cookie` (plaintext; stored hashed), valid an hour.
+pub fn session(tenant: &str, cookie: &str) -> SessionRow {
+    SessionRow {
+        tenant: tenant.into(),
+        session_hash: hash_secret(cookie),
+        subject: "local:alice".into(),
+        provider: "local".into(),
+        created_at: NOW,
+        expires_at: NOW + 3_600,
+    }
+}
+
+/// An account's upstream tokens at `version`, kept a day.
+pub fn upstream(tenant: &str, account: &str, version: u64) -> UpstreamRow {
+    UpstreamRow {
+        tenant: tenant.into(),
+        account: account.into(),
+        provider: "github".into(),
+        sealed: format!("k1.nonce-{version}.sealed-tokens-of-{account}-v{version}"),
+        version,
+        created_at: NOW,
+        updated_at: NOW + version,
+        expires_at: NOW + 86_400,
     }
 }
 
@@ -1217,6 +1251,536 @@ pub async fn sweep_removes_expired_rows(f: Fixture) {
     let mut late = late;
     late.expires_at = until + 100;
     s.put_refresh(&late).await.unwrap();
+}
+
+fn consent_keys(rows: &[ConsentRow]) -> Vec<(&str, &str)> {
+    rows.iter()
+        .map(|c| (c.subject.as_str(), c.client_id.as_str()))
+        .collect()
+}
+
+/// Consents are listed by subject then client ID, in byte order (uppercase before
+/// lowercase, `client-10` before `client-2`), all of the tenant's or one user's; a replaced
+/// consent is listed once, and withdrawn or cascaded ones are not listed.
+pub async fn consents_are_listed_in_order(f: Fixture) {
+    let s = f.store();
+    assert!(s.list_consents("t1", None).await.unwrap().is_empty());
+    assert!(
+        s.list_consents("t1", Some("alice"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for (subject, client_id) in [
+        ("bob", "client-2"),
+        ("alice", "client-2"),
+        ("Zed", "client-1"),
+        ("alice", "client-10"),
+        ("alice", "client-1"),
+        ("al", "client-3"),
+        ("bob", "client-1"),
+    ] {
+        s.put_consent(&consent("t1", subject, client_id))
+            .await
+            .unwrap();
+    }
+    // Another tenant's consent of the same user is never listed.
+    s.put_consent(&consent("t2", "alice", "client-0"))
+        .await
+        .unwrap();
+    // Replacing a consent keeps one row, with the new scope.
+    let mut replaced = consent("t1", "alice", "client-2");
+    replaced.scope = "files:read files:write".into();
+    replaced.granted_at = NOW + 7;
+    s.put_consent(&replaced).await.unwrap();
+
+    let all = s.list_consents("t1", None).await.unwrap();
+    assert_eq!(
+        consent_keys(&all),
+        [
+            ("Zed", "client-1"),
+            ("al", "client-3"),
+            ("alice", "client-1"),
+            ("alice", "client-10"),
+            ("alice", "client-2"),
+            ("bob", "client-1"),
+            ("bob", "client-2"),
+        ]
+    );
+    assert_eq!(all[4], replaced);
+    assert_eq!(all[0], consent("t1", "Zed", "client-1"));
+
+    let alice = s.list_consents("t1", Some("alice")).await.unwrap();
+    assert_eq!(
+        alice,
+        [
+            consent("t1", "alice", "client-1"),
+            consent("t1", "alice", "client-10"),
+            replaced.clone(),
+        ]
+    );
+    assert!(
+        s.list_consents("t1", Some("nobody"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.list_consents("t1", Some("ALICE"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.list_consents("t2", None).await.unwrap(),
+        [consent("t2", "alice", "client-0")]
+    );
+
+    // Withdrawn and cascaded (RFC 7592 §2.3) consents go from the listing too.
+    assert!(s.delete_consent("t1", "bob", "client-2").await.unwrap());
+    s.put_client(&client("t1", "client-1")).await.unwrap();
+    assert!(s.delete_client("t1", "client-1").await.unwrap());
+    let all = s.list_consents("t1", None).await.unwrap();
+    assert_eq!(
+        consent_keys(&all),
+        [
+            ("al", "client-3"),
+            ("alice", "client-10"),
+            ("alice", "client-2"),
+        ]
+    );
+    let bob = s.list_consents("t1", Some("bob")).await.unwrap();
+    assert!(bob.is_empty(), "{bob:?}");
+    assert_eq!(s.list_consents("t2", None).await.unwrap().len(), 1);
+}
+
+/// Withdrawing consent revokes every family the user holds for the client, current and
+/// rotated tokens alike, as `revoke_family` does (a later token for one is refused), and
+/// returns the family IDs sorted once each; other clients' and users' families stay.
+pub async fn revoke_client_grants_revokes_the_users_families(f: Fixture) {
+    let s = f.store();
+    // alice at client-1: fam-b (rotated once, so a tombstone and a current token) and
+    // fam-a (two current tokens).
+    let b0 = refresh("t1", "rt-b0", "fam-b");
+    let b1 = refresh("t1", "rt-b1", "fam-b");
+    s.put_refresh(&b0).await.unwrap();
+    let got = s
+        .rotate_refresh("t1", &b0.token_hash, &b1, NOW)
+        .await
+        .unwrap();
+    assert_eq!(got, Rotate::Rotated(b0.clone()));
+    let a0 = refresh("t1", "rt-a0", "fam-a");
+    let a1 = refresh("t1", "rt-a1", "fam-a");
+    s.put_refresh(&a0).await.unwrap();
+    s.put_refresh(&a1).await.unwrap();
+    // alice at client-2, bob at client-1, and alice at client-1 in another tenant.
+    let mut other_client = refresh("t1", "rt-c", "fam-c");
+    other_client.client_id = "client-2".into();
+    s.put_refresh(&other_client).await.unwrap();
+    let mut other_user = refresh("t1", "rt-d", "fam-d");
+    other_user.subject = "bob".into();
+    s.put_refresh(&other_user).await.unwrap();
+    let other_tenant = refresh("t2", "rt-e", "fam-a");
+    s.put_refresh(&other_tenant).await.unwrap();
+    s.put_consent(&consent("t1", "alice", "client-1"))
+        .await
+        .unwrap();
+
+    let revoked = s
+        .revoke_client_grants("t1", "alice", "client-1", NOW)
+        .await
+        .unwrap();
+    assert_eq!(revoked, ["fam-a", "fam-b"]);
+
+    for gone in [&a0, &a1, &b1] {
+        let got = s.get_refresh("t1", &gone.token_hash, NOW).await.unwrap();
+        assert_eq!(got, None, "{gone:?}");
+    }
+    // The rotated token's tombstone went too: presenting it is merely invalid.
+    let next = refresh("t1", "rt-b2", "fam-b");
+    let got = s
+        .rotate_refresh("t1", &b0.token_hash, &next, NOW)
+        .await
+        .unwrap();
+    assert_eq!(got, Rotate::Invalid);
+    // The revocations are remembered, as `revoke_family` remembers them.
+    for family in ["fam-a", "fam-b"] {
+        let late = refresh("t1", &format!("rt-late-{family}"), family);
+        let err = s.put_refresh(&late).await;
+        assert!(matches!(err, Err(StoreError::FamilyRevoked)), "{err:?}");
+    }
+    // Everything else is untouched.
+    for (tenant, kept) in [
+        ("t1", &other_client),
+        ("t1", &other_user),
+        ("t2", &other_tenant),
+    ] {
+        let got = s.get_refresh(tenant, &kept.token_hash, NOW).await.unwrap();
+        assert_eq!(got.as_ref(), Some(kept));
+    }
+    // Their families are not remembered as revoked.
+    let mut c2 = refresh("t1", "rt-c2", "fam-c");
+    c2.client_id = "client-2".into();
+    s.put_refresh(&c2).await.unwrap();
+    s.put_refresh(&refresh("t2", "rt-e2", "fam-a"))
+        .await
+        .unwrap();
+    // Nothing left to revoke; a user without grants has none.
+    let again = s
+        .revoke_client_grants("t1", "alice", "client-1", NOW)
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    let none = s
+        .revoke_client_grants("t1", "carol", "client-1", NOW)
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
+}
+
+/// Login sessions round-trip, are replaced by a second put, are missing once expired, and
+/// end when deleted.
+pub async fn session_roundtrip_expiry_and_delete(f: Fixture) {
+    let s = f.store();
+    let mut x = session("t1", "cookie-1");
+    assert_eq!(
+        s.get_session("t1", &x.session_hash, NOW).await.unwrap(),
+        None
+    );
+    s.put_session(&x).await.unwrap();
+    assert_eq!(
+        s.get_session("t1", &x.session_hash, NOW).await.unwrap(),
+        Some(x.clone())
+    );
+    assert!(
+        !format!("{x:?}").contains(&x.session_hash),
+        "session hash in Debug"
+    );
+    x.subject = "github:4711".into();
+    x.provider = "github".into();
+    x.expires_at = NOW + 60;
+    s.put_session(&x).await.unwrap();
+    let end = x.expires_at;
+    assert_eq!(
+        s.get_session("t1", &x.session_hash, end - 1).await.unwrap(),
+        Some(x.clone())
+    );
+    assert_eq!(
+        s.get_session("t1", &x.session_hash, end).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.get_session("t1", &x.session_hash, end + 1).await.unwrap(),
+        None
+    );
+
+    let y = session("t1", "cookie-2");
+    s.put_session(&y).await.unwrap();
+    assert!(s.delete_session("t1", &y.session_hash).await.unwrap());
+    assert!(!s.delete_session("t1", &y.session_hash).await.unwrap());
+    assert_eq!(
+        s.get_session("t1", &y.session_hash, NOW).await.unwrap(),
+        None
+    );
+    let unknown = hash_secret("cookie-unknown");
+    assert!(!s.delete_session("t1", &unknown).await.unwrap());
+    // The other session is still there.
+    assert_eq!(
+        s.get_session("t1", &x.session_hash, NOW).await.unwrap(),
+        Some(x)
+    );
+}
+
+/// Upstream tokens round-trip; a put replaces the account's row whatever its version; a row
+/// is missing once expired; deleting returns the row, expired or not, and it is gone.
+pub async fn upstream_roundtrip_expiry_and_delete(f: Fixture) {
+    let s = f.store();
+    assert_eq!(s.get_upstream("t1", "github:1", NOW).await.unwrap(), None);
+    let v5 = upstream("t1", "github:1", 5);
+    s.put_upstream(&v5).await.unwrap();
+    assert_eq!(
+        s.get_upstream("t1", "github:1", NOW).await.unwrap(),
+        Some(v5.clone())
+    );
+    assert!(
+        !format!("{v5:?}").contains("sealed-tokens"),
+        "sealed in Debug"
+    );
+    // A new login writes whatever version it likes, lower included.
+    let mut v2 = upstream("t1", "github:1", 2);
+    v2.provider = "oidc".into();
+    v2.expires_at = NOW + 100;
+    s.put_upstream(&v2).await.unwrap();
+    assert_eq!(
+        s.get_upstream("t1", "github:1", NOW).await.unwrap(),
+        Some(v2.clone())
+    );
+    let v9 = upstream("t1", "github:2", 9);
+    s.put_upstream(&v9).await.unwrap();
+
+    let end = v2.expires_at;
+    assert_eq!(
+        s.get_upstream("t1", "github:1", end - 1).await.unwrap(),
+        Some(v2.clone())
+    );
+    assert_eq!(s.get_upstream("t1", "github:1", end).await.unwrap(), None);
+
+    // Deleting returns the row even though it expired by then (no `now` is given).
+    assert_eq!(s.delete_upstream("t1", "github:1").await.unwrap(), Some(v2));
+    assert_eq!(s.delete_upstream("t1", "github:1").await.unwrap(), None);
+    assert_eq!(s.get_upstream("t1", "github:1", NOW).await.unwrap(), None);
+    assert_eq!(s.delete_upstream("t1", "github:none").await.unwrap(), None);
+    // The other account is untouched.
+    assert_eq!(
+        s.get_upstream("t1", "github:2", NOW).await.unwrap(),
+        Some(v9)
+    );
+}
+
+/// `swap_upstream` replaces the row only when its version is the expected one; a missing
+/// row is not created; a new version not above the expected one is an invalid row.
+pub async fn upstream_swap_compares_versions(f: Fixture) {
+    let s = f.store();
+    let got = s
+        .swap_upstream(&upstream("t1", "acct", 2), 1)
+        .await
+        .unwrap();
+    assert!(!got, "no row to swap");
+    assert_eq!(s.get_upstream("t1", "acct", NOW).await.unwrap(), None);
+
+    let v1 = upstream("t1", "acct", 1);
+    s.put_upstream(&v1).await.unwrap();
+    // Not the current version: nothing changes.
+    assert!(
+        !s.swap_upstream(&upstream("t1", "acct", 3), 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.swap_upstream(&upstream("t1", "acct", 1), 0)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.get_upstream("t1", "acct", NOW).await.unwrap(),
+        Some(v1.clone())
+    );
+    // The version must grow, checked before anything else (even for a missing row).
+    for (version, expected) in [(1, 1), (0, 1), (1, 2)] {
+        let bad = upstream("t1", "acct", version);
+        let err = s.swap_upstream(&bad, expected).await;
+        assert!(matches!(err, Err(StoreError::InvalidRow(_))), "{err:?}");
+    }
+    let err = s.swap_upstream(&upstream("t1", "missing", 1), 1).await;
+    assert!(matches!(err, Err(StoreError::InvalidRow(_))), "{err:?}");
+    assert_eq!(
+        s.get_upstream("t1", "acct", NOW).await.unwrap(),
+        Some(v1.clone())
+    );
+
+    // The refresher that read version 1 wins, and every field is written.
+    let mut v2 = upstream("t1", "acct", 2);
+    v2.provider = "google".into();
+    v2.expires_at = NOW + 7_200;
+    assert!(s.swap_upstream(&v2, 1).await.unwrap());
+    assert_eq!(
+        s.get_upstream("t1", "acct", NOW).await.unwrap(),
+        Some(v2.clone())
+    );
+    // A second refresher that read version 1 too loses, and leaves the winner's row.
+    let mut late = upstream("t1", "acct", 2);
+    late.sealed = "k1.late.other-tokens".into();
+    assert!(!s.swap_upstream(&late, 1).await.unwrap());
+    assert_eq!(
+        s.get_upstream("t1", "acct", NOW).await.unwrap(),
+        Some(v2.clone())
+    );
+    // Versions may jump.
+    let v10 = upstream("t1", "acct", 10);
+    assert!(s.swap_upstream(&v10, 2).await.unwrap());
+    assert_eq!(s.get_upstream("t1", "acct", NOW).await.unwrap(), Some(v10));
+    // After a delete there is nothing to swap.
+    assert!(s.delete_upstream("t1", "acct").await.unwrap().is_some());
+    assert!(
+        !s.swap_upstream(&upstream("t1", "acct", 11), 10)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.get_upstream("t1", "acct", NOW).await.unwrap(), None);
+}
+
+/// Of [`RACERS`] concurrent swaps from the same expected version, exactly one wins, and
+/// the row is the winner's.
+pub async fn upstream_concurrent_swap_has_one_winner(f: Fixture) {
+    let s = f.store().clone();
+    s.put_upstream(&upstream("t1", "acct", 1)).await.unwrap();
+    let mut i = 0;
+    let results = race(&s, |s| {
+        i += 1;
+        let mut row = upstream("t1", "acct", 2);
+        row.sealed = format!("k1.racer-{i}.tokens");
+        async move { s.swap_upstream(&row, 1).await.map(|won| (won, row)) }
+    })
+    .await;
+    let winners: Vec<&UpstreamRow> = results
+        .iter()
+        .filter(|(won, _)| *won)
+        .map(|(_, row)| row)
+        .collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let stored = s.get_upstream("t1", "acct", NOW).await.unwrap();
+    assert_eq!(stored.as_ref(), Some(winners[0]));
+}
+
+/// No call for one tenant sees or changes another tenant's consents, sessions or upstream
+/// tokens, even under the same keys.
+pub async fn tenants_are_isolated_in_consents_sessions_and_upstream(f: Fixture) {
+    let s = f.store();
+    let a_session = session("a", "cookie-1");
+    let a_up = upstream("a", "github:1", 1);
+    let a_consent = consent("a", "alice", "client-1");
+    let a_rt = refresh("a", "rt-1", "fam-1");
+    s.put_session(&a_session).await.unwrap();
+    s.put_upstream(&a_up).await.unwrap();
+    s.put_consent(&a_consent).await.unwrap();
+    s.put_refresh(&a_rt).await.unwrap();
+
+    // Tenant b sees none of it and changes none of it.
+    let h = &a_session.session_hash;
+    assert_eq!(s.get_session("b", h, NOW).await.unwrap(), None);
+    assert!(!s.delete_session("b", h).await.unwrap());
+    assert_eq!(s.get_upstream("b", "github:1", NOW).await.unwrap(), None);
+    assert_eq!(s.delete_upstream("b", "github:1").await.unwrap(), None);
+    assert!(
+        !s.swap_upstream(&upstream("b", "github:1", 2), 1)
+            .await
+            .unwrap()
+    );
+    assert!(s.list_consents("b", None).await.unwrap().is_empty());
+    assert!(
+        s.list_consents("b", Some("alice"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let revoked = s
+        .revoke_client_grants("b", "alice", "client-1", NOW)
+        .await
+        .unwrap();
+    assert!(revoked.is_empty(), "{revoked:?}");
+
+    // Tenant b may hold rows under the same keys.
+    let mut b_session = session("b", "cookie-1");
+    b_session.subject = "local:bob".into();
+    s.put_session(&b_session).await.unwrap();
+    let b_up = upstream("b", "github:1", 7);
+    s.put_upstream(&b_up).await.unwrap();
+    let mut b_next = upstream("b", "github:1", 8);
+    b_next.sealed = "k1.b.tokens".into();
+    assert!(s.swap_upstream(&b_next, 7).await.unwrap());
+    let mut b_consent = consent("b", "alice", "client-1");
+    b_consent.scope = "other".into();
+    s.put_consent(&b_consent).await.unwrap();
+    assert_eq!(
+        s.get_session("b", h, NOW).await.unwrap(),
+        Some(b_session.clone())
+    );
+    assert_eq!(
+        s.list_consents("b", None).await.unwrap(),
+        [b_consent.clone()]
+    );
+    // Swapping from tenant a's version in tenant b does nothing.
+    assert!(
+        !s.swap_upstream(&upstream("b", "github:1", 2), 1)
+            .await
+            .unwrap()
+    );
+
+    // Tenant a still has everything, unchanged.
+    assert_eq!(
+        s.get_session("a", h, NOW).await.unwrap(),
+        Some(a_session.clone())
+    );
+    assert_eq!(
+        s.get_upstream("a", "github:1", NOW).await.unwrap(),
+        Some(a_up.clone())
+    );
+    let listed = s.list_consents("a", None).await.unwrap();
+    assert_eq!(listed, std::slice::from_ref(&a_consent));
+    assert_eq!(
+        s.list_consents("a", Some("alice")).await.unwrap(),
+        [a_consent]
+    );
+    assert_eq!(
+        s.get_refresh("a", &a_rt.token_hash, NOW).await.unwrap(),
+        Some(a_rt)
+    );
+
+    // Deleting b's rows leaves a's.
+    assert!(s.delete_session("b", h).await.unwrap());
+    assert_eq!(
+        s.delete_upstream("b", "github:1").await.unwrap(),
+        Some(b_next)
+    );
+    assert!(s.delete_consent("b", "alice", "client-1").await.unwrap());
+    assert_eq!(s.get_session("a", h, NOW).await.unwrap(), Some(a_session));
+    assert_eq!(
+        s.get_upstream("a", "github:1", NOW).await.unwrap(),
+        Some(a_up)
+    );
+    assert_eq!(s.list_consents("a", None).await.unwrap().len(), 1);
+}
+
+/// `sweep` deletes expired login sessions and upstream rows, and keeps live ones.
+pub async fn sweep_removes_expired_sessions_and_upstream_rows(f: Fixture) {
+    let s = f.store();
+    let later = NOW + 1_000;
+    let mut gone_session = session("t1", "cookie-gone");
+    gone_session.expires_at = later;
+    let mut kept_session = session("t1", "cookie-kept");
+    kept_session.expires_at = later + 1;
+    let mut gone_up = upstream("t1", "github:gone", 1);
+    gone_up.expires_at = later;
+    let mut kept_up = upstream("t1", "github:kept", 1);
+    kept_up.expires_at = later + 1;
+    // Swapped to a later expiry: the sweep must go by the new one.
+    let mut swapped = upstream("t1", "github:swapped", 1);
+    swapped.expires_at = later;
+    s.put_upstream(&swapped).await.unwrap();
+    swapped.version = 2;
+    swapped.expires_at = later + 1;
+    assert!(s.swap_upstream(&swapped, 1).await.unwrap());
+    s.put_session(&gone_session).await.unwrap();
+    s.put_session(&kept_session).await.unwrap();
+    s.put_upstream(&gone_up).await.unwrap();
+    s.put_upstream(&kept_up).await.unwrap();
+
+    assert_eq!(s.sweep(NOW).await.unwrap(), 0);
+    assert_eq!(s.sweep(later).await.unwrap(), 2);
+    assert_eq!(s.sweep(later).await.unwrap(), 0);
+
+    // Really gone, not merely expired: deleting finds nothing.
+    assert!(
+        !s.delete_session("t1", &gone_session.session_hash)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.delete_upstream("t1", "github:gone").await.unwrap(), None);
+    assert_eq!(
+        s.get_session("t1", &kept_session.session_hash, later)
+            .await
+            .unwrap(),
+        Some(kept_session)
+    );
+    assert_eq!(
+        s.get_upstream("t1", "github:kept", later).await.unwrap(),
+        Some(kept_up)
+    );
+    assert_eq!(
+        s.get_upstream("t1", "github:swapped", later).await.unwrap(),
+        Some(swapped)
+    );
+    assert_eq!(s.sweep(later + 1).await.unwrap(), 3);
 }
 
 /// Runs [`RACERS`] copies of `op` at once (released together by a barrier) and returns
