@@ -894,6 +894,236 @@ impl OAuthClient {
     }
 }
 
+/// An authorization a server-side application started for one of its users: the browser
+/// goes to the authorization server and comes back to the application's own callback URL
+/// (not a loopback listener). The application keeps this until the callback — sealed in a
+/// cookie bound to the user, or in its session — and never in a URL: it holds the `state`
+/// and the PKCE verifier.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct PendingAuthorization {
+    /// The MCP server, canonical.
+    pub server_url: String,
+    /// The redirect URI sent (the token request repeats it).
+    pub redirect_uri: String,
+    /// The `state` sent.
+    pub state: String,
+    /// The PKCE verifier.
+    pub verifier: String,
+    /// The authorization server the request went to.
+    pub issuer: String,
+    /// Whether it promises `iss` on its responses (RFC 9207).
+    pub iss_supported: bool,
+    /// The RFC 8707 `resource` sent.
+    pub resource: Option<String>,
+    /// The scope asked for.
+    pub scope: Option<String>,
+    /// When it started (seconds since the epoch).
+    pub created_at: u64,
+}
+
+impl std::fmt::Debug for PendingAuthorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingAuthorization")
+            .field("server_url", &self.server_url)
+            .field("redirect_uri", &self.redirect_uri)
+            .field("state", &"[redacted]")
+            .field("verifier", &"[redacted]")
+            .field("issuer", &self.issuer)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OAuthClient {
+    /// Starts an authorization for a server-side application (see
+    /// [`PendingAuthorization`]): discovery from the server's challenge, the client
+    /// identity (the stored registration reused when it still fits, else pre-registered, a
+    /// client ID metadata document, or dynamic registration with `redirect_uri`), the scope
+    /// chosen as for [`Self::login`], PKCE S256 and `state`. Returns the URL to send the
+    /// browser to. The registration is stored at once (so the callback and later refreshes
+    /// use it); tokens already stored are kept until the new ones replace them.
+    pub async fn begin_authorization(
+        &self,
+        server: &str,
+        redirect_uri: &str,
+    ) -> Result<(String, PendingAuthorization)> {
+        let opts = &self.inner.opts;
+        let http = &self.inner.http;
+        let store = &self.inner.store;
+        let (url, canonical, key) = identify(server, opts.allow_http)?;
+        let challenge = self.probe(&url).await?;
+        let disc = discover(
+            http,
+            &url,
+            challenge.as_ref(),
+            &DiscoveryOptions {
+                allow_http: opts.allow_http,
+                issuer_override: None,
+            },
+        )
+        .await?;
+        if !disc.metadata.supports_s256() {
+            return Err(Error::PkceNotSupported {
+                issuer: disc.issuer.clone(),
+            });
+        }
+        let resource = match &opts.resource {
+            ResourceMode::Auto => Some(disc.resource.as_str().to_owned()),
+            ResourceMode::Omit => None,
+            ResourceMode::Override(r) => Some(r.clone()),
+        };
+        let scope = select_scopes(
+            opts.scopes.as_ref(),
+            challenge.as_ref().and_then(Challenge::scope).as_ref(),
+            disc.resource_metadata
+                .as_ref()
+                .and_then(|p| p.scopes())
+                .as_ref(),
+            disc.metadata.scopes().as_ref(),
+        );
+        let endpoint = disc
+            .metadata
+            .authorization_endpoint
+            .as_deref()
+            .ok_or(Error::Metadata {
+                step: Step::AuthorizationServerMetadata,
+                source: mcp_auth_types::metadata::MetadataError::Missing("authorization_endpoint"),
+            })?;
+        let endpoint =
+            HttpUrl::parse_secure(endpoint, opts.allow_http).map_err(|source| Error::Url {
+                what: "the authorization endpoint".into(),
+                source,
+            })?;
+        let scope_str = scope.as_ref().map(ToString::to_string);
+        let _lock = store.lock(&key).await?;
+        let stored = store.get(&key).await?;
+        let client = ensure_client(
+            http,
+            &disc,
+            &opts.identity,
+            stored.as_ref().and_then(|r| r.client.as_ref()),
+            Some(redirect_uri),
+            scope_str.as_deref(),
+        )
+        .await?;
+        let keep_tokens = stored
+            .as_ref()
+            .filter(|r| r.issuer == disc.issuer)
+            .and_then(|r| r.tokens.clone());
+        let rec = ServerRecord {
+            server_url: canonical.as_str().to_owned(),
+            name: stored
+                .as_ref()
+                .and_then(|r| r.name.clone())
+                .or_else(|| opts.name.clone()),
+            resource: resource.clone(),
+            issuer: disc.issuer.clone(),
+            token_endpoint: token_endpoint(&disc)?.to_owned(),
+            revocation_endpoint: disc.metadata.revocation_endpoint.clone(),
+            authorization_endpoint: disc.metadata.authorization_endpoint.clone(),
+            requested_scope: scope_str.clone(),
+            client: Some(client.clone()),
+            tokens: keep_tokens,
+            // Set by the first completed authorization: a record with a registration but no
+            // grant was never connected (an abandoned or denied first attempt).
+            grant: stored.as_ref().and_then(|r| r.grant.clone()),
+            updated_at: now_secs(),
+        };
+        store.put(&key, &rec).await?;
+        let (verifier, pkce, state) = new_request_secrets();
+        let url = authorization_url(
+            &AuthorizationRequest {
+                endpoint: &endpoint,
+                client_id: &client.client_id,
+                redirect_uri,
+                scope: scope.as_ref(),
+                resource: resource.as_deref(),
+                extra: &opts.authorize_params,
+            },
+            &state,
+            &pkce,
+        );
+        Ok((
+            url,
+            PendingAuthorization {
+                server_url: canonical.as_str().to_owned(),
+                redirect_uri: redirect_uri.to_owned(),
+                state: state.as_str().to_owned(),
+                verifier: verifier.secret().to_owned(),
+                issuer: disc.issuer.clone(),
+                iss_supported: disc.metadata.sends_iss(),
+                resource,
+                scope: scope_str,
+                created_at: now_secs(),
+            },
+        ))
+    }
+
+    /// Finishes what [`Self::begin_authorization`] started, with the query string the
+    /// authorization server sent to the callback: `state` (constant time), `iss` (RFC 9207),
+    /// an error ([`Error::AuthorizationDenied`]), then the code exchange with the PKCE
+    /// verifier; the tokens are stored with the registration, under the server's lock.
+    pub async fn complete_authorization(
+        &self,
+        pending: &PendingAuthorization,
+        callback_query: &str,
+    ) -> Result<Token> {
+        let store = &self.inner.store;
+        let key = server_key(&pending.server_url);
+        let code = crate::authorize::check_redirect(
+            callback_query,
+            &mcp_auth_types::CsrfState::from_string(pending.state.clone()),
+            &pending.issuer,
+            pending.iss_supported,
+        )?;
+        let verifier = mcp_auth_types::PkceVerifier::from_string(pending.verifier.clone())
+            .ok_or_else(|| {
+                Error::Config("the pending authorization's verifier is invalid".into())
+            })?;
+        let Some(mut rec) = store.get(&key).await? else {
+            return Err(Error::LoginRequired {
+                server: pending.server_url.clone(),
+                reason: "the authorization was started elsewhere (no registration stored)".into(),
+            });
+        };
+        let Some(client) = rec.client.clone().filter(|_| rec.issuer == pending.issuer) else {
+            return Err(Error::LoginRequired {
+                server: pending.server_url.clone(),
+                reason: "the stored registration is for another authorization server".into(),
+            });
+        };
+        let grant = TokenRequest::AuthorizationCode {
+            code: &code,
+            redirect_uri: &pending.redirect_uri,
+            verifier: &verifier,
+            resource: pending.resource.as_deref(),
+        };
+        let resp = request_token(
+            &self.inner.http,
+            Step::CodeExchange,
+            &rec.token_endpoint,
+            &rec.issuer,
+            &client,
+            &grant,
+        )
+        .await?;
+        let record = to_record(resp, None, pending.scope.as_deref());
+        let _lock = store.lock(&key).await?;
+        if let Some(latest) = store.get(&key).await? {
+            rec = latest;
+        }
+        rec.tokens = Some(record.clone());
+        rec.requested_scope = pending.scope.clone();
+        rec.grant = Some("authorization_code".into());
+        rec.updated_at = now_secs();
+        store.put(&key, &rec).await?;
+        Ok(Token {
+            server_url: pending.server_url.clone(),
+            record,
+        })
+    }
+}
+
 fn token_endpoint(disc: &Discovered) -> Result<&str> {
     disc.metadata
         .token_endpoint

@@ -50,7 +50,9 @@ pub mod store;
 pub mod token;
 
 pub use authorize::{Interaction, RedirectConfig};
-pub use client::{ClientOptions, GrantKind, OAuthClient, ResourceMode, Token, challenge_of};
+pub use client::{
+    ClientOptions, GrantKind, OAuthClient, PendingAuthorization, ResourceMode, Token, challenge_of,
+};
 pub use error::{Error, Result, Step};
 pub use http::HttpOptions;
 pub use mcp::{McpSession, WireFormat};

@@ -42,6 +42,7 @@ mod pkce;
 pub mod redirect;
 pub mod registration;
 mod scope;
+pub mod seal;
 mod secret;
 pub mod token;
 mod urls;

@@ -193,6 +193,10 @@ pub enum StoreError {
     /// The OS keyring failed.
     #[error("OS keyring: {0}")]
     Keyring(String),
+    /// A database behind the store failed (SQLite, PostgreSQL): what failed, never a
+    /// record's content.
+    #[error("credential store backend: {0}")]
+    Backend(String),
     /// The store's key file has unsafe permissions or cannot be created.
     #[error("store key: {0}")]
     Key(String),
