@@ -733,19 +733,7 @@ impl OAuthClient {
     ) -> Result<(ClientRecord, mcp_auth_types::TokenResponse)> {
         let opts = &self.inner.opts;
         let http = &self.inner.http;
-        let endpoint = disc
-            .metadata
-            .authorization_endpoint
-            .as_deref()
-            .ok_or(Error::Metadata {
-                step: Step::AuthorizationServerMetadata,
-                source: mcp_auth_types::metadata::MetadataError::Missing("authorization_endpoint"),
-            })?;
-        let endpoint =
-            HttpUrl::parse_secure(endpoint, opts.allow_http).map_err(|source| Error::Url {
-                what: "the authorization endpoint".into(),
-                source,
-            })?;
+        let endpoint = authorization_endpoint(disc, opts.allow_http)?;
         let port = opts.redirect.port_for(canonical.as_str());
         let mut listener = Listener::bind_dual(
             port,
@@ -981,19 +969,7 @@ impl OAuthClient {
                 .as_ref(),
             disc.metadata.scopes().as_ref(),
         );
-        let endpoint = disc
-            .metadata
-            .authorization_endpoint
-            .as_deref()
-            .ok_or(Error::Metadata {
-                step: Step::AuthorizationServerMetadata,
-                source: mcp_auth_types::metadata::MetadataError::Missing("authorization_endpoint"),
-            })?;
-        let endpoint =
-            HttpUrl::parse_secure(endpoint, opts.allow_http).map_err(|source| Error::Url {
-                what: "the authorization endpoint".into(),
-                source,
-            })?;
+        let endpoint = authorization_endpoint(&disc, opts.allow_http)?;
         let scope_str = scope.as_ref().map(ToString::to_string);
         let _lock = store.lock(&key).await?;
         let stored = store.get(&key).await?;
@@ -1122,6 +1098,22 @@ impl OAuthClient {
             record,
         })
     }
+}
+
+/// The discovered authorization endpoint, checked to be https (or allowed http).
+fn authorization_endpoint(disc: &Discovered, allow_http: bool) -> Result<HttpUrl> {
+    let endpoint = disc
+        .metadata
+        .authorization_endpoint
+        .as_deref()
+        .ok_or(Error::Metadata {
+            step: Step::AuthorizationServerMetadata,
+            source: mcp_auth_types::metadata::MetadataError::Missing("authorization_endpoint"),
+        })?;
+    HttpUrl::parse_secure(endpoint, allow_http).map_err(|source| Error::Url {
+        what: "the authorization endpoint".into(),
+        source,
+    })
 }
 
 fn token_endpoint(disc: &Discovered) -> Result<&str> {

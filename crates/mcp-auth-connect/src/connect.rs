@@ -445,17 +445,30 @@ fn not_signed_in() -> Response {
     page(StatusCode::UNAUTHORIZED, "Sign in to the app first.")
 }
 
+/// The signed-in user and the server a route names, or the page that says which is missing.
+async fn signed_in_for(
+    c: &Connector,
+    parts: &Parts,
+    server: &str,
+) -> Result<(String, McpServer), Response> {
+    let Some(user) = user_of(c, parts).await else {
+        return Err(not_signed_in());
+    };
+    match c.server(server) {
+        Ok(s) => Ok((user, s.clone())),
+        Err(_) => Err(page(StatusCode::NOT_FOUND, "Unknown server.")),
+    }
+}
+
 async fn login(
     State(c): State<Connector>,
     Path(server): Path<String>,
     req: axum::extract::Request,
 ) -> Response {
     let (parts, _) = req.into_parts();
-    let Some(user) = user_of(&c, &parts).await else {
-        return not_signed_in();
-    };
-    let Ok(s) = c.server(&server).cloned() else {
-        return page(StatusCode::NOT_FOUND, "Unknown server.");
+    let (user, s) = match signed_in_for(&c, &parts, &server).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let oauth = match c.oauth_for(&user, &server) {
         Ok(o) => o,
@@ -546,11 +559,9 @@ async fn callback(
     req: axum::extract::Request,
 ) -> Response {
     let (parts, _) = req.into_parts();
-    let Some(user) = user_of(&c, &parts).await else {
-        return not_signed_in();
-    };
-    let Ok(s) = c.server(&server).cloned() else {
-        return page(StatusCode::NOT_FOUND, "Unknown server.");
+    let (user, s) = match signed_in_for(&c, &parts, &server).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let refused = |status, msg: &str| clear_state(&c, &server, page(status, msg));
     let Some(sealed) = cookie(&parts.headers, &Connector::cookie_name(&server)) else {

@@ -42,18 +42,16 @@
 //! # }
 //! ```
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::hash::Hash;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use mcp_auth_client::store::{StoreError, StoreLock};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
-use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+use tokio::sync::OwnedMutexGuard;
 
 use crate::vault::VaultBackend;
 
@@ -315,39 +313,7 @@ impl StoreLock for SqliteLock {}
 /// [`SqliteVault`] of the process.
 static IN_PROCESS: LazyLock<KeyedMutex<PathBuf>> = LazyLock::new(KeyedMutex::default);
 
-/// One async mutex per key, created on demand and forgotten when nobody holds or awaits it
-/// (the map keeps weak references; the guard and the waiters hold the strong ones).
-pub(crate) struct KeyedMutex<K> {
-    // A std mutex: held only to look up or insert, never across an `.await`.
-    map: Mutex<HashMap<K, Weak<AsyncMutex<()>>>>,
-}
-
-impl<K> Default for KeyedMutex<K> {
-    fn default() -> Self {
-        Self {
-            map: Mutex::new(HashMap::new()),
-        }
-    }
-}
-
-impl<K: Eq + Hash + Clone> KeyedMutex<K> {
-    /// Waits for the mutex of `key`. Cancel-safe: dropping the future gives up its place.
-    pub(crate) async fn lock(&self, key: &K) -> OwnedMutexGuard<()> {
-        let mutex = {
-            let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-            match map.get(key).and_then(Weak::upgrade) {
-                Some(mutex) => mutex,
-                None => {
-                    map.retain(|_, weak| weak.strong_count() > 0);
-                    let mutex = Arc::new(AsyncMutex::new(()));
-                    map.insert(key.clone(), Arc::downgrade(&mutex));
-                    mutex
-                }
-            }
-        };
-        mutex.lock_owned().await
-    }
-}
+pub(crate) use mcp_auth_client::store::keyed::KeyedMutex;
 
 /// The lock file name of (`user`, `key`): 128 bits of SHA-256 in hex. Users are arbitrary
 /// strings, so they never appear in a file name; the user's length goes first, so no two

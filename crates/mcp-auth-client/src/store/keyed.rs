@@ -9,7 +9,7 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 /// A map from key to async mutex. The map keeps only weak references: the guard and every
 /// waiter hold the strong ones, so an entry dies exactly when it is no longer contended and
 /// the map does not grow with every key ever locked.
-pub(crate) struct KeyedMutex<K> {
+pub struct KeyedMutex<K> {
     // A std mutex, not a Tokio one: it is held only to look up or insert an entry, never
     // across an `.await`, so it cannot block the runtime for long (see mini-redis `db.rs`).
     map: Mutex<HashMap<K, Weak<AsyncMutex<()>>>>,
@@ -26,7 +26,7 @@ impl<K> Default for KeyedMutex<K> {
 impl<K: Eq + Hash + Clone> KeyedMutex<K> {
     /// Waits for the mutex of `key`. Cancel-safe: dropping the future gives up the place in
     /// the queue without taking the lock.
-    pub(crate) async fn lock(&self, key: &K) -> OwnedMutexGuard<()> {
+    pub async fn lock(&self, key: &K) -> OwnedMutexGuard<()> {
         let mutex = {
             // The map is consistent after every statement, so a panic elsewhere while it was
             // held leaves nothing to repair: recover from poisoning instead of propagating it.

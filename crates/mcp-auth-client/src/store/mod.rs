@@ -20,7 +20,7 @@ mod auto;
 mod conformance;
 mod file;
 mod fsutil;
-mod keyed;
+pub mod keyed;
 #[cfg(feature = "keyring")]
 mod keyring;
 mod lockfile;
