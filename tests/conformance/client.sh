@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The MCP conformance suite's client command: translates MCP_CONFORMANCE_CONTEXT (pre-registered
-# or client-credentials credentials) into mcp-auth flags and runs `mcp-auth test` headless
+# or client-credentials credentials, a workload JWT) into mcp-auth flags and runs `mcp-auth test` headless
 # against the URL the suite appends. No scenario-specific behaviour lives here; the library
 # decides everything (which registration, which grant, which scopes, what to refuse).
 set -euo pipefail
@@ -49,6 +49,13 @@ if ctx.get("private_key_pem"):
     out += ["--private-key", path]
 if ctx.get("signing_algorithm"):
     out += ["--signing-alg", ctx["signing_algorithm"]]
+if ctx.get("valid_jwt"):
+    # A workload's platform-issued JWT: kept in a file, as platforms mount it.
+    path = os.path.join(home, "workload.jwt")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(ctx["valid_jwt"])
+    out += ["--workload-token-file", path]
 sys.stdout.write("".join(x + "\0" for x in out))
 PY
 )

@@ -254,6 +254,14 @@ pub struct AuthArgs {
     /// Use the client credentials grant (machine client, no browser).
     #[arg(long)]
     pub client_credentials: bool,
+    /// Workload identity: a platform-issued JWT in this file (re-read at every token
+    /// request), used as the JWT-bearer grant (RFC 7523) where the authorization server
+    /// offers it. No browser, no secret.
+    #[arg(long, value_name = "FILE", conflicts_with = "workload_token_env")]
+    pub workload_token_file: Option<PathBuf>,
+    /// Workload identity: the JWT in this environment variable (read at every token request).
+    #[arg(long, value_name = "VAR")]
+    pub workload_token_env: Option<String>,
     /// Send this RFC 8707 resource instead of the discovered one.
     #[arg(long, value_name = "URL", conflicts_with = "no_resource")]
     pub resource: Option<String>,
@@ -477,6 +485,11 @@ pub(crate) fn client_options(args: &AuthArgs) -> Result<(ClientOptions, HttpOpti
         flow_timeout: Duration::from_secs(args.auth_timeout),
         name: args.name.clone(),
         server_headers: parse_headers(args)?,
+        workload_token: match (&args.workload_token_file, &args.workload_token_env) {
+            (Some(f), _) => Some(mcp_auth_client::WorkloadToken::File(f.clone())),
+            (None, Some(v)) => Some(mcp_auth_client::WorkloadToken::Env(v.clone())),
+            (None, None) => None,
+        },
         ..Default::default()
     };
     let extra_ca_pem = args

@@ -47,6 +47,43 @@ pub enum GrantKind {
     /// Client credentials (RFC 6749 §4.4): a machine client with pre-registered
     /// credentials, no user.
     ClientCredentials,
+    /// A platform-issued JWT as the authorization grant (RFC 7523 §2.1; workload identity
+    /// federation): no user, no secret; needs [`ClientOptions::workload_token`].
+    JwtBearer,
+}
+
+/// The RFC 7523 grant type URN, as stored in [`ServerRecord::grant`].
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+/// Where the workload's platform-issued JWT is read from, at every token request (platforms
+/// rotate it in place: a Kubernetes projected service account token, a CI job's OIDC token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkloadToken {
+    /// A file holding the JWT (surrounding whitespace ignored).
+    File(std::path::PathBuf),
+    /// An environment variable holding it.
+    Env(String),
+}
+
+impl WorkloadToken {
+    /// The current JWT. Errors name the file or variable, never the content.
+    pub fn read(&self) -> Result<String> {
+        let raw = match self {
+            Self::File(p) => std::fs::read_to_string(p).map_err(|e| {
+                Error::Config(format!("reading the workload token {}: {e}", p.display()))
+            })?,
+            Self::Env(var) => std::env::var(var).map_err(|_| {
+                Error::Config(format!("the workload token variable {var} is not set"))
+            })?,
+        };
+        let jwt = raw.trim().to_owned();
+        if jwt.split('.').count() != 3 || jwt.chars().any(char::is_whitespace) {
+            return Err(Error::Config(
+                "the workload token is not a JWT (three dot-separated parts)".into(),
+            ));
+        }
+        Ok(jwt)
+    }
 }
 
 /// Options of an [`OAuthClient`].
@@ -76,6 +113,9 @@ pub struct ClientOptions {
     pub name: Option<String>,
     /// Headers sent on requests to the MCP server (not to the authorization server).
     pub server_headers: Vec<(String, String)>,
+    /// The workload's platform-issued JWT, for the JWT-bearer grant (RFC 7523): chosen by
+    /// [`GrantKind::Auto`] when the authorization server supports that grant.
+    pub workload_token: Option<WorkloadToken>,
 }
 
 impl Default for ClientOptions {
@@ -93,6 +133,7 @@ impl Default for ClientOptions {
             flow_timeout: Duration::from_secs(300),
             name: None,
             server_headers: Vec::new(),
+            workload_token: None,
         }
     }
 }
@@ -326,6 +367,11 @@ impl OAuthClient {
             if rec.grant.as_deref() == Some("client_credentials") {
                 return self.client_credentials_into(&mut rec, &client).await;
             }
+            if rec.grant.as_deref() == Some(JWT_BEARER)
+                && let Some(source) = &self.inner.opts.workload_token
+            {
+                return self.jwt_bearer_into(&mut rec, &client, source).await;
+            }
             return Err(Error::LoginRequired {
                 server: server.to_owned(),
                 reason: "the access token expired and there is no refresh token".into(),
@@ -396,6 +442,42 @@ impl OAuthClient {
         let resp = request_token(
             &self.inner.http,
             Step::ClientCredentials,
+            &rec.token_endpoint,
+            &rec.issuer,
+            client,
+            &grant,
+        )
+        .await?;
+        let record = to_record(resp, None, rec.requested_scope.as_deref());
+        rec.tokens = Some(record.clone());
+        rec.updated_at = now_secs();
+        self.inner
+            .store
+            .put(&server_key(&rec.server_url), rec)
+            .await?;
+        Ok(Token {
+            server_url: rec.server_url.clone(),
+            record,
+        })
+    }
+
+    /// Renews a JWT-bearer grant's token with the workload's current JWT (re-read now).
+    async fn jwt_bearer_into(
+        &self,
+        rec: &mut ServerRecord,
+        client: &ClientRecord,
+        source: &WorkloadToken,
+    ) -> Result<Token> {
+        let scope: Option<ScopeSet> = rec.requested_scope.as_deref().and_then(|s| s.parse().ok());
+        let assertion = source.read()?;
+        let grant = TokenRequest::JwtBearer {
+            assertion: &assertion,
+            scope: scope.as_ref(),
+            resource: rec.resource.as_deref(),
+        };
+        let resp = request_token(
+            &self.inner.http,
+            Step::JwtBearer,
             &rec.token_endpoint,
             &rec.issuer,
             client,
@@ -609,6 +691,11 @@ impl OAuthClient {
         let stored_client = stored.as_ref().and_then(|r| r.client.as_ref());
 
         let grant = match opts.grant {
+            GrantKind::Auto
+                if opts.workload_token.is_some() && disc.metadata.supports_grant(JWT_BEARER) =>
+            {
+                GrantKind::JwtBearer
+            }
             GrantKind::Auto => {
                 let machine = opts
                     .identity
@@ -652,6 +739,37 @@ impl OAuthClient {
                 let resp = request_token(
                     http,
                     Step::ClientCredentials,
+                    token_endpoint(&disc)?,
+                    &disc.issuer,
+                    &client,
+                    &grant,
+                )
+                .await?;
+                (client, resp)
+            }
+            GrantKind::JwtBearer => {
+                let source = opts.workload_token.as_ref().ok_or_else(|| {
+                    Error::Config("the JWT-bearer grant needs a workload token".into())
+                })?;
+                let client = ensure_client(
+                    http,
+                    &disc,
+                    &opts.identity,
+                    stored_client,
+                    None,
+                    scope.as_ref().map(ToString::to_string).as_deref(),
+                )
+                .await?;
+                let assertion = source.read()?;
+                let grant = TokenRequest::JwtBearer {
+                    assertion: &assertion,
+                    scope: scope.as_ref(),
+                    resource: resource.as_deref(),
+                };
+                // No retry and no other grant on failure: the error is the answer.
+                let resp = request_token(
+                    http,
+                    Step::JwtBearer,
                     token_endpoint(&disc)?,
                     &disc.issuer,
                     &client,
@@ -707,10 +825,10 @@ impl OAuthClient {
             client: Some(client),
             tokens: Some(record.clone()),
             grant: Some(
-                if grant == GrantKind::ClientCredentials {
-                    "client_credentials"
-                } else {
-                    "authorization_code"
+                match grant {
+                    GrantKind::ClientCredentials => "client_credentials",
+                    GrantKind::JwtBearer => JWT_BEARER,
+                    _ => "authorization_code",
                 }
                 .to_owned(),
             ),
@@ -1148,6 +1266,24 @@ pub fn challenge_of(headers: &http::HeaderMap) -> Option<Challenge> {
 mod tests {
     use super::*;
     use crate::store::MemoryStore;
+
+    #[test]
+    fn the_workload_token_is_read_each_time_and_never_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let source = WorkloadToken::File(path.clone());
+        assert!(matches!(source.read(), Err(Error::Config(_))));
+        std::fs::write(&path, "aaa.bbb.ccc\n").unwrap();
+        assert_eq!(source.read().unwrap(), "aaa.bbb.ccc");
+        // Rotated in place by the platform: the next read sees the new one.
+        std::fs::write(&path, "ddd.eee.fff").unwrap();
+        assert_eq!(source.read().unwrap(), "ddd.eee.fff");
+        std::fs::write(&path, "not-a-jwt-secret").unwrap();
+        let err = source.read().unwrap_err().to_string();
+        assert!(!err.contains("not-a-jwt-secret"), "{err}");
+        let env = WorkloadToken::Env("MCP_AUTH_TEST_SURELY_UNSET_VAR".into());
+        assert!(env.read().is_err());
+    }
 
     #[test]
     fn storm_brake_stops_the_seventh_authorization_in_a_minute() {

@@ -28,6 +28,8 @@ pub enum Step {
     Refresh,
     /// The client credentials grant.
     ClientCredentials,
+    /// The JWT-bearer grant (RFC 7523, workload identity).
+    JwtBearer,
     /// Revoking tokens (RFC 7009).
     Revocation,
     /// Talking MCP to the server.
@@ -45,6 +47,7 @@ impl fmt::Display for Step {
             Step::CodeExchange => "exchanging the authorization code",
             Step::Refresh => "refreshing the token",
             Step::ClientCredentials => "client credentials grant",
+            Step::JwtBearer => "JWT-bearer grant",
             Step::Revocation => "token revocation",
             Step::Mcp => "MCP request",
         })

@@ -51,7 +51,8 @@ pub mod token;
 
 pub use authorize::{Interaction, RedirectConfig};
 pub use client::{
-    ClientOptions, GrantKind, OAuthClient, PendingAuthorization, ResourceMode, Token, challenge_of,
+    ClientOptions, GrantKind, OAuthClient, PendingAuthorization, ResourceMode, Token,
+    WorkloadToken, challenge_of,
 };
 pub use error::{Error, Result, Step};
 pub use http::HttpOptions;

@@ -281,6 +281,16 @@ pub enum TokenRequest<'a> {
         /// RFC 8707 resource.
         resource: Option<&'a str>,
     },
+    /// A JWT as the authorization grant (RFC 7523 §2.1): workload identity federation,
+    /// where a platform-issued JWT stands for the workload.
+    JwtBearer {
+        /// The JWT (a secret: send it, never log it).
+        assertion: &'a str,
+        /// Requested scopes.
+        scope: Option<&'a ScopeSet>,
+        /// RFC 8707 resource.
+        resource: Option<&'a str>,
+    },
 }
 
 impl TokenRequest<'_> {
@@ -290,6 +300,7 @@ impl TokenRequest<'_> {
             Self::AuthorizationCode { .. } => GrantType::AuthorizationCode,
             Self::RefreshToken { .. } => GrantType::RefreshToken,
             Self::ClientCredentials { .. } => GrantType::ClientCredentials,
+            Self::JwtBearer { .. } => GrantType::JwtBearer,
         }
     }
 
@@ -321,6 +332,15 @@ impl TokenRequest<'_> {
                 f.extend(scope.map(|s| ("scope", s.to_string())));
                 f.extend(resource.map(|r| ("resource", r.to_owned())));
             }
+            Self::JwtBearer {
+                assertion,
+                scope,
+                resource,
+            } => {
+                f.push(("assertion", (*assertion).to_owned()));
+                f.extend(scope.map(|s| ("scope", s.to_string())));
+                f.extend(resource.map(|r| ("resource", r.to_owned())));
+            }
         }
         f
     }
@@ -341,6 +361,29 @@ pub fn basic_auth_header(client_id: &ClientId, secret: &crate::ClientSecret) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jwt_bearer_form_carries_the_assertion() {
+        let scope: ScopeSet = "a b".parse().unwrap();
+        let req = TokenRequest::JwtBearer {
+            assertion: "h.p.s",
+            scope: Some(&scope),
+            resource: Some("https://mcp.example/mcp"),
+        };
+        assert_eq!(req.grant_type(), GrantType::JwtBearer);
+        assert_eq!(
+            req.form(),
+            vec![
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:jwt-bearer".to_owned()
+                ),
+                ("assertion", "h.p.s".to_owned()),
+                ("scope", "a b".to_owned()),
+                ("resource", "https://mcp.example/mcp".to_owned()),
+            ]
+        );
+    }
 
     #[test]
     fn token_response_parsing() {
