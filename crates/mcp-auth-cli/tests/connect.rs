@@ -477,3 +477,40 @@ async fn the_sqlite_vault_holds_no_plaintext_token() {
         "refresh token in plaintext"
     );
 }
+
+#[tokio::test]
+async fn a_refused_refresh_marks_the_connection_as_needing_reconnection() {
+    let serve = serve().await;
+    let app = app(&serve, Arc::new(MemoryVault::new())).await;
+    Browser::new("alice").connect(&app).await;
+    let rec = record(&app, &serve, "alice").await.unwrap();
+    let tokens = rec.tokens.clone().unwrap();
+    // The grant is revoked at the server behind the app's back (an admin, the user
+    // elsewhere): the stored refresh token is now refused with invalid_grant.
+    let r = http()
+        .post(serve.url("/revoke"))
+        .form(&[
+            ("token", tokens.refresh_token.as_ref().unwrap().secret()),
+            ("client_id", rec.client.as_ref().unwrap().client_id.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Once the access token is due, the refresh is refused: not a silent failure, but a
+    // connection that says it must be made again.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    match whoami(&app, "alice").await {
+        Err(ConnectError::NeedsReconnect { reason, .. }) => {
+            assert!(reason.contains("refused"), "{reason}")
+        }
+        other => panic!("expected NeedsReconnect, got {other:?}"),
+    }
+    let st = status(&app, "alice").await;
+    assert_eq!(st["connected"], false, "{st}");
+    assert_eq!(st["needs_reconnect"], true, "{st}");
+    // Connecting again repairs it.
+    Browser::new("alice").connect(&app).await;
+    assert_eq!(whoami(&app, "alice").await.unwrap()["sub"], "dev:user");
+    assert_eq!(status(&app, "alice").await["needs_reconnect"], false);
+}

@@ -526,4 +526,40 @@ mod tests {
         assert_eq!(v.open_value("state-1", &sealed).unwrap(), "verifier");
         assert!(v.open_value("state-2", &sealed).is_err());
     }
+
+    /// `OAUTH_EXTERNAL_TOKEN_TTL`: after it the row is gone, refreshable or not, and the user
+    /// must log in upstream again.
+    #[tokio::test]
+    async fn upstream_tokens_last_the_external_token_ttl() {
+        let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::new());
+        let v = UpstreamVault::new(
+            store.clone(),
+            "t",
+            SealKeys::new("k1", [5u8; 32]).unwrap(),
+            [],
+            Duration::from_secs(1),
+        );
+        let tokens = UpstreamTokens {
+            access_token: SecretString::new("UP-AT"),
+            token_type: "Bearer".into(),
+            refresh_token: Some(SecretString::new("UP-RT")),
+            expires_at: None,
+            refresh_token_expires_at: None,
+            scope: None,
+        };
+        v.save("p:alice", "p", &tokens).await.unwrap();
+        assert_eq!(v.access_token("p:alice").await.unwrap().secret(), "UP-AT");
+        let row = store
+            .get_upstream("t", "p:alice", unix_now())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!row.sealed.contains("UP-"), "sealed at rest");
+        assert_eq!(row.expires_at, row.created_at + 1);
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert!(matches!(
+            v.access_token("p:alice").await,
+            Err(VaultError::NotConnected)
+        ));
+    }
 }
