@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The MCP conformance suite's client command: translates MCP_CONFORMANCE_CONTEXT (pre-registered
-# or client-credentials credentials, a workload JWT) into mcp-auth flags and runs `mcp-auth test` headless
+# or client-credentials credentials, a workload JWT, an enterprise IdP and the user's ID token) into mcp-auth flags and runs `mcp-auth test` headless
 # against the URL the suite appends. No scenario-specific behaviour lives here; the library
 # decides everything (which registration, which grant, which scopes, what to refuse).
 set -euo pipefail
@@ -56,6 +56,21 @@ if ctx.get("valid_jwt"):
     with os.fdopen(fd, "w") as f:
         f.write(ctx["valid_jwt"])
     out += ["--workload-token-file", path]
+if ctx.get("idp_id_token"):
+    # Enterprise-managed authorization: the user's ID token from the company IdP.
+    path = os.path.join(home, "id-token.jwt")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(ctx["idp_id_token"])
+    out += ["--id-token-file", path]
+if ctx.get("idp_issuer"):
+    out += ["--idp-issuer", ctx["idp_issuer"]]
+if ctx.get("idp_token_endpoint"):
+    out += ["--idp-token-endpoint", ctx["idp_token_endpoint"]]
+if ctx.get("idp_client_id"):
+    out += ["--idp-client-id", ctx["idp_client_id"]]
+if ctx.get("idp_client_secret"):
+    out += ["--idp-client-secret", ctx["idp_client_secret"]]
 sys.stdout.write("".join(x + "\0" for x in out))
 PY
 )

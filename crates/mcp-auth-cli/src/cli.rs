@@ -9,8 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use mcp_auth_client::authorize::split_command;
 use mcp_auth_client::store::{CredentialStore, FileStore, ServerRecord, now_secs};
 use mcp_auth_client::{
-    ClientIdentity, ClientOptions, GrantKind, HttpOptions, Interaction, McpSession, OAuthClient,
-    OAuthMiddleware, PreRegistered, RedirectConfig, ResourceMode, WireFormat,
+    ClientIdentity, ClientOptions, DpopPolicy, GrantKind, HttpOptions, Interaction, McpSession,
+    OAuthClient, OAuthMiddleware, PreRegistered, RedirectConfig, ResourceMode, WireFormat,
 };
 use mcp_auth_types::{AuthMethod, ClientSecret, ScopeSet, SecretString};
 use serde_json::{Value, json};
@@ -262,6 +262,37 @@ pub struct AuthArgs {
     /// Workload identity: the JWT in this environment variable (read at every token request).
     #[arg(long, value_name = "VAR")]
     pub workload_token_env: Option<String>,
+    /// DPoP (RFC 9449) sender-constrained tokens: `auto` when the authorization server
+    /// offers them, `required`, or `off`.
+    #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = ["auto", "required", "off"])]
+    pub dpop: String,
+    /// Enterprise-managed authorization: the company identity provider's issuer (its token
+    /// endpoint is discovered). The user's ID token from it is exchanged there (RFC 8693) for
+    /// an identity assertion grant that the MCP server's authorization server redeems.
+    #[arg(long, value_name = "URL")]
+    pub idp_issuer: Option<String>,
+    /// Enterprise-managed authorization: the identity provider's token endpoint (instead of
+    /// discovering it from --idp-issuer).
+    #[arg(long, value_name = "URL")]
+    pub idp_token_endpoint: Option<String>,
+    /// Enterprise-managed authorization: this client's ID at the identity provider.
+    #[arg(long, value_name = "ID")]
+    pub idp_client_id: Option<String>,
+    /// Its secret at the identity provider, for a confidential client.
+    #[arg(
+        long,
+        env = "MCP_AUTH_IDP_CLIENT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub idp_client_secret: Option<String>,
+    /// Enterprise-managed authorization: the user's ID token from the identity provider, in
+    /// this file (re-read at every exchange).
+    #[arg(long, value_name = "FILE", conflicts_with = "id_token_env")]
+    pub id_token_file: Option<PathBuf>,
+    /// Enterprise-managed authorization: the user's ID token in this environment variable.
+    #[arg(long, value_name = "VAR")]
+    pub id_token_env: Option<String>,
     /// Send this RFC 8707 resource instead of the discovered one.
     #[arg(long, value_name = "URL", conflicts_with = "no_resource")]
     pub resource: Option<String>,
@@ -325,6 +356,36 @@ fn open_store(home: &Path) -> Result<Arc<dyn CredentialStore>> {
     #[cfg(not(feature = "keyring"))]
     let store = FileStore::open(dir);
     Ok(Arc::new(store.map_err(mcp_auth_client::Error::from)?))
+}
+
+/// The enterprise identity provider from the `--idp-*` / `--id-token-*` flags.
+fn enterprise_idp(args: &AuthArgs) -> Result<Option<mcp_auth_client::EnterpriseIdp>> {
+    let id_token = match (&args.id_token_file, &args.id_token_env) {
+        (Some(f), _) => Some(mcp_auth_client::WorkloadToken::File(f.clone())),
+        (None, Some(v)) => Some(mcp_auth_client::WorkloadToken::Env(v.clone())),
+        (None, None) => None,
+    };
+    let any_idp = args.idp_issuer.is_some()
+        || args.idp_token_endpoint.is_some()
+        || args.idp_client_id.is_some();
+    let (id_token, client_id) = match (id_token, &args.idp_client_id) {
+        (None, _) if !any_idp => return Ok(None),
+        (Some(t), Some(c)) => (t, c.clone()),
+        (None, _) => bail!(
+            "enterprise-managed authorization needs the user's ID token (--id-token-file or --id-token-env)"
+        ),
+        (Some(_), None) => bail!("enterprise-managed authorization needs --idp-client-id"),
+    };
+    if args.idp_issuer.is_none() && args.idp_token_endpoint.is_none() {
+        bail!("enterprise-managed authorization needs --idp-issuer or --idp-token-endpoint");
+    }
+    Ok(Some(mcp_auth_client::EnterpriseIdp {
+        issuer: args.idp_issuer.clone(),
+        token_endpoint: args.idp_token_endpoint.clone(),
+        client_id,
+        client_secret: args.idp_client_secret.clone().map(ClientSecret::new),
+        id_token,
+    }))
 }
 
 pub(crate) fn parse_headers(args: &AuthArgs) -> Result<Vec<(String, String)>> {
@@ -490,6 +551,12 @@ pub(crate) fn client_options(args: &AuthArgs) -> Result<(ClientOptions, HttpOpti
             (None, Some(v)) => Some(mcp_auth_client::WorkloadToken::Env(v.clone())),
             (None, None) => None,
         },
+        dpop: match args.dpop.as_str() {
+            "required" => DpopPolicy::Required,
+            "off" => DpopPolicy::Off,
+            _ => DpopPolicy::Auto,
+        },
+        enterprise: enterprise_idp(args)?,
         ..Default::default()
     };
     let extra_ca_pem = args

@@ -4,7 +4,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mcp_auth_types::SecretString;
 use mcp_auth_types::challenge::{Challenge, find_bearer};
+use mcp_auth_types::dpop::DpopKey;
 use mcp_auth_types::{
     AuthorizationCode, HttpUrl, RefreshToken, ResourceUrl, ScopeSet, TokenRequest, select_scopes,
 };
@@ -14,13 +16,15 @@ use crate::authorize::{
     new_request_secrets, open_browser, wait_for_code,
 };
 use crate::discovery::{Discovered, DiscoveryOptions, discover};
+use crate::dpop::{Dpop, DpopPolicy, NonceCache, decode_key, encode_key};
+use crate::enterprise::EnterpriseIdp;
 use crate::error::{Error, Result, Step};
 use crate::http::{Http, HttpOptions};
 use crate::registration::{ClientIdentity, ensure_client};
 use crate::store::{
     ClientRecord, CredentialStore, ServerRecord, TokenRecord, now_secs, server_key,
 };
-use crate::token::{request_token, revoke, to_record};
+use crate::token::{request_token_with, revoke, to_record};
 
 /// Which RFC 8707 `resource` to send.
 #[derive(Debug, Clone, Default)]
@@ -50,10 +54,17 @@ pub enum GrantKind {
     /// A platform-issued JWT as the authorization grant (RFC 7523 §2.1; workload identity
     /// federation): no user, no secret; needs [`ClientOptions::workload_token`].
     JwtBearer,
+    /// Enterprise-managed authorization (cross-app access): the user's ID token exchanged
+    /// at the company's identity provider for an identity assertion grant (RFC 8693), then
+    /// that grant at the server's authorization server (RFC 7523); needs
+    /// [`ClientOptions::enterprise`].
+    IdentityAssertion,
 }
 
 /// The RFC 7523 grant type URN, as stored in [`ServerRecord::grant`].
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// [`ServerRecord::grant`] of tokens obtained with an identity assertion grant.
+const ID_JAG_GRANT: &str = crate::enterprise::ID_JAG;
 
 /// Where the workload's platform-issued JWT is read from, at every token request (platforms
 /// rotate it in place: a Kubernetes projected service account token, a CI job's OIDC token).
@@ -116,6 +127,11 @@ pub struct ClientOptions {
     /// The workload's platform-issued JWT, for the JWT-bearer grant (RFC 7523): chosen by
     /// [`GrantKind::Auto`] when the authorization server supports that grant.
     pub workload_token: Option<WorkloadToken>,
+    /// When to ask for DPoP-bound tokens (RFC 9449).
+    pub dpop: DpopPolicy,
+    /// The enterprise identity provider for enterprise-managed authorization: chosen by
+    /// [`GrantKind::Auto`] when the authorization server supports the JWT-bearer grant.
+    pub enterprise: Option<EnterpriseIdp>,
 }
 
 impl Default for ClientOptions {
@@ -134,6 +150,8 @@ impl Default for ClientOptions {
             name: None,
             server_headers: Vec::new(),
             workload_token: None,
+            dpop: DpopPolicy::Auto,
+            enterprise: None,
         }
     }
 }
@@ -156,10 +174,18 @@ pub struct Token {
     pub server_url: String,
     /// The tokens.
     pub record: TokenRecord,
+    /// The DPoP key the token is bound to (RFC 9449), in its stored form, when it is
+    /// DPoP-bound: each request then needs a proof ([`OAuthClient::dpop_proof`]).
+    pub dpop_key: Option<mcp_auth_types::SecretString>,
 }
 
 impl Token {
-    /// `Bearer <token>`.
+    /// Whether the token is DPoP-bound, so that requests must carry a proof.
+    pub fn is_dpop(&self) -> bool {
+        self.record.token_type.eq_ignore_ascii_case("dpop") && self.dpop_key.is_some()
+    }
+
+    /// `Bearer <token>` or `DPoP <token>`.
     pub fn authorization_header(&self) -> String {
         format!(
             "{} {}",
@@ -185,6 +211,8 @@ struct Inner {
     opts: ClientOptions,
     /// When each server was last sent through an authorization, for the storm brake.
     recent_logins: std::sync::Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// The DPoP nonces servers gave (RFC 9449 §8, §9).
+    nonces: NonceCache,
 }
 
 /// At most this many authorizations per server within [`STORM_WINDOW`] from one client: a
@@ -232,6 +260,7 @@ impl OAuthClient {
                 store,
                 opts,
                 recent_logins: std::sync::Mutex::new(HashMap::new()),
+                nonces: NonceCache::default(),
             }),
         })
     }
@@ -311,6 +340,7 @@ impl OAuthClient {
             return Ok(Token {
                 server_url: canonical.as_str().to_owned(),
                 record: t.clone(),
+                dpop_key: rec.as_ref().and_then(|r| r.dpop_key.clone()),
             });
         }
         self.refresh_locked(&key, canonical.as_str(), Need::Fresh)
@@ -353,6 +383,7 @@ impl OAuthClient {
                 return Ok(Token {
                     server_url: server.to_owned(),
                     record: t.clone(),
+                    dpop_key: rec.dpop_key.clone(),
                 });
             }
         }
@@ -370,7 +401,26 @@ impl OAuthClient {
             if rec.grant.as_deref() == Some(JWT_BEARER)
                 && let Some(source) = &self.inner.opts.workload_token
             {
-                return self.jwt_bearer_into(&mut rec, &client, source).await;
+                let assertion = SecretString::new(source.read()?);
+                return self.jwt_bearer_into(&mut rec, &client, &assertion).await;
+            }
+            if rec.grant.as_deref() == Some(ID_JAG_GRANT)
+                && let Some(idp) = &self.inner.opts.enterprise
+            {
+                // A new identity assertion grant from the (re-read) ID token: the IdP
+                // decides again whether the user may still reach this server.
+                let scope: Option<ScopeSet> =
+                    rec.requested_scope.as_deref().and_then(|s| s.parse().ok());
+                let assertion = idp
+                    .identity_assertion(
+                        &self.inner.http,
+                        &rec.issuer,
+                        rec.resource.as_deref(),
+                        scope.as_ref(),
+                        self.inner.opts.allow_http,
+                    )
+                    .await?;
+                return self.jwt_bearer_into(&mut rec, &client, &assertion).await;
             }
             return Err(Error::LoginRequired {
                 server: server.to_owned(),
@@ -382,13 +432,15 @@ impl OAuthClient {
             scope: None,
             resource: rec.resource.as_deref(),
         };
-        let result = request_token(
+        let dpop_key = stored_dpop_key(&rec)?;
+        let result = request_token_with(
             &self.inner.http,
             Step::Refresh,
             &rec.token_endpoint,
             &rec.issuer,
             &client,
             &grant,
+            self.dpop(dpop_key.as_ref()),
         )
         .await;
         match result {
@@ -401,6 +453,7 @@ impl OAuthClient {
                 Ok(Token {
                     server_url: server.to_owned(),
                     record,
+                    dpop_key: rec.dpop_key.clone(),
                 })
             }
             Err(e) if e.is_invalid_grant() => {
@@ -415,6 +468,7 @@ impl OAuthClient {
                     return Ok(Token {
                         server_url: server.to_owned(),
                         record: t.clone(),
+                        dpop_key: now.dpop_key.clone(),
                     });
                 }
                 rec.tokens = None;
@@ -439,13 +493,15 @@ impl OAuthClient {
             scope: scope.as_ref(),
             resource: rec.resource.as_deref(),
         };
-        let resp = request_token(
+        let dpop_key = stored_dpop_key(rec)?;
+        let resp = request_token_with(
             &self.inner.http,
             Step::ClientCredentials,
             &rec.token_endpoint,
             &rec.issuer,
             client,
             &grant,
+            self.dpop(dpop_key.as_ref()),
         )
         .await?;
         let record = to_record(resp, None, rec.requested_scope.as_deref());
@@ -458,30 +514,33 @@ impl OAuthClient {
         Ok(Token {
             server_url: rec.server_url.clone(),
             record,
+            dpop_key: rec.dpop_key.clone(),
         })
     }
 
-    /// Renews a JWT-bearer grant's token with the workload's current JWT (re-read now).
+    /// Renews a JWT-bearer grant's token with a new assertion (the workload's current JWT,
+    /// or a new identity assertion grant).
     async fn jwt_bearer_into(
         &self,
         rec: &mut ServerRecord,
         client: &ClientRecord,
-        source: &WorkloadToken,
+        assertion: &SecretString,
     ) -> Result<Token> {
         let scope: Option<ScopeSet> = rec.requested_scope.as_deref().and_then(|s| s.parse().ok());
-        let assertion = source.read()?;
         let grant = TokenRequest::JwtBearer {
-            assertion: &assertion,
+            assertion: assertion.secret(),
             scope: scope.as_ref(),
             resource: rec.resource.as_deref(),
         };
-        let resp = request_token(
+        let dpop_key = stored_dpop_key(rec)?;
+        let resp = request_token_with(
             &self.inner.http,
             Step::JwtBearer,
             &rec.token_endpoint,
             &rec.issuer,
             client,
             &grant,
+            self.dpop(dpop_key.as_ref()),
         )
         .await?;
         let record = to_record(resp, None, rec.requested_scope.as_deref());
@@ -494,6 +553,7 @@ impl OAuthClient {
         Ok(Token {
             server_url: rec.server_url.clone(),
             record,
+            dpop_key: rec.dpop_key.clone(),
         })
     }
 
@@ -651,6 +711,7 @@ impl OAuthClient {
             return Ok(Token {
                 server_url: canonical.as_str().to_owned(),
                 record: t.clone(),
+                dpop_key: rec.dpop_key.clone(),
             });
         }
         // Counted only here, where an authorization really starts: callers that waited
@@ -689,8 +750,27 @@ impl OAuthClient {
         });
         let stored = store.get(key).await?;
         let stored_client = stored.as_ref().and_then(|r| r.client.as_ref());
+        // DPoP (RFC 9449): one key per server, kept across logins so that whatever is
+        // bound to it (a refresh token) stays usable.
+        let dpop_key = if opts.dpop.decide(
+            &disc.issuer,
+            &disc.metadata,
+            disc.resource_metadata.as_ref(),
+        )? {
+            match stored.as_ref().map(stored_dpop_key).transpose()?.flatten() {
+                Some(k) => Some(k),
+                None => Some(DpopKey::generate().map_err(|e| Error::Config(e.to_string()))?),
+            }
+        } else {
+            None
+        };
 
         let grant = match opts.grant {
+            GrantKind::Auto
+                if opts.enterprise.is_some() && disc.metadata.supports_grant(JWT_BEARER) =>
+            {
+                GrantKind::IdentityAssertion
+            }
             GrantKind::Auto
                 if opts.workload_token.is_some() && disc.metadata.supports_grant(JWT_BEARER) =>
             {
@@ -736,13 +816,14 @@ impl OAuthClient {
                     scope: scope.as_ref(),
                     resource: resource.as_deref(),
                 };
-                let resp = request_token(
+                let resp = request_token_with(
                     http,
                     Step::ClientCredentials,
                     token_endpoint(&disc)?,
                     &disc.issuer,
                     &client,
                     &grant,
+                    self.dpop(dpop_key.as_ref()),
                 )
                 .await?;
                 (client, resp)
@@ -767,13 +848,55 @@ impl OAuthClient {
                     resource: resource.as_deref(),
                 };
                 // No retry and no other grant on failure: the error is the answer.
-                let resp = request_token(
+                let resp = request_token_with(
                     http,
                     Step::JwtBearer,
                     token_endpoint(&disc)?,
                     &disc.issuer,
                     &client,
                     &grant,
+                    self.dpop(dpop_key.as_ref()),
+                )
+                .await?;
+                (client, resp)
+            }
+            GrantKind::IdentityAssertion => {
+                let idp = opts.enterprise.as_ref().ok_or_else(|| {
+                    Error::Config(
+                        "enterprise-managed authorization needs an identity provider".into(),
+                    )
+                })?;
+                let client = ensure_client(
+                    http,
+                    &disc,
+                    &opts.identity,
+                    stored_client,
+                    None,
+                    scope.as_ref().map(ToString::to_string).as_deref(),
+                )
+                .await?;
+                let assertion = idp
+                    .identity_assertion(
+                        http,
+                        &disc.issuer,
+                        resource.as_deref(),
+                        scope.as_ref(),
+                        opts.allow_http,
+                    )
+                    .await?;
+                let grant = TokenRequest::JwtBearer {
+                    assertion: assertion.secret(),
+                    scope: scope.as_ref(),
+                    resource: resource.as_deref(),
+                };
+                let resp = request_token_with(
+                    http,
+                    Step::JwtBearer,
+                    token_endpoint(&disc)?,
+                    &disc.issuer,
+                    &client,
+                    &grant,
+                    self.dpop(dpop_key.as_ref()),
                 )
                 .await?;
                 (client, resp)
@@ -791,6 +914,7 @@ impl OAuthClient {
                     stored_client,
                     scope.as_ref(),
                     resource.as_deref(),
+                    self.dpop(dpop_key.as_ref()),
                 )
                 .await?
             }
@@ -824,10 +948,12 @@ impl OAuthClient {
             requested_scope: scope.as_ref().map(ToString::to_string),
             client: Some(client),
             tokens: Some(record.clone()),
+            dpop_key: dpop_key.as_ref().map(encode_key),
             grant: Some(
                 match grant {
                     GrantKind::ClientCredentials => "client_credentials",
                     GrantKind::JwtBearer => JWT_BEARER,
+                    GrantKind::IdentityAssertion => ID_JAG_GRANT,
                     _ => "authorization_code",
                 }
                 .to_owned(),
@@ -838,6 +964,7 @@ impl OAuthClient {
         Ok(Token {
             server_url: canonical.as_str().to_owned(),
             record,
+            dpop_key: rec.dpop_key.clone(),
         })
     }
 
@@ -848,6 +975,7 @@ impl OAuthClient {
         stored_client: Option<&ClientRecord>,
         scope: Option<&ScopeSet>,
         resource: Option<&str>,
+        dpop: Option<Dpop<'_>>,
     ) -> Result<(ClientRecord, mcp_auth_types::TokenResponse)> {
         let opts = &self.inner.opts;
         let http = &self.inner.http;
@@ -934,13 +1062,14 @@ impl OAuthClient {
             verifier: &verifier,
             resource,
         };
-        let resp = request_token(
+        let resp = request_token_with(
             http,
             Step::CodeExchange,
             token_endpoint(disc)?,
             &disc.issuer,
             &client,
             &grant,
+            dpop,
         )
         .await?;
         Ok((client, resp))
@@ -988,6 +1117,31 @@ impl OAuthClient {
         }
         self.inner.store.delete(&key).await?;
         Ok(problems)
+    }
+
+    fn dpop<'a>(&'a self, key: Option<&'a DpopKey>) -> Option<Dpop<'a>> {
+        key.map(|key| Dpop {
+            key,
+            nonces: &self.inner.nonces,
+        })
+    }
+
+    /// A DPoP proof (RFC 9449 §7) for sending `token` in `method url`, with the server's
+    /// latest nonce; `None` for a bearer token.
+    pub fn dpop_proof(&self, token: &Token, method: &str, url: &str) -> Result<Option<String>> {
+        let Some(stored) = token.dpop_key.as_ref().filter(|_| token.is_dpop()) else {
+            return Ok(None);
+        };
+        let key = decode_key(stored)?;
+        self.dpop(Some(&key))
+            .map(|d| d.proof(method, url, Some(token.record.access_token.secret())))
+            .transpose()
+    }
+
+    /// Remembers the `DPoP-Nonce` of a response from `url`; `true` when it is new (a
+    /// request refused with `use_dpop_nonce` is then worth one retry).
+    pub fn dpop_nonce_from(&self, url: &str, headers: &http::HeaderMap) -> bool {
+        self.inner.nonces.update(url, headers)
     }
 
     /// Forgets a server without contacting anyone.
@@ -1104,6 +1258,21 @@ impl OAuthClient {
             .as_ref()
             .filter(|r| r.issuer == disc.issuer)
             .and_then(|r| r.tokens.clone());
+        // As in a login: the server's DPoP key, kept, or a new one when DPoP is chosen.
+        let dpop_key = if opts.dpop.decide(
+            &disc.issuer,
+            &disc.metadata,
+            disc.resource_metadata.as_ref(),
+        )? {
+            match stored.as_ref().and_then(|r| r.dpop_key.clone()) {
+                Some(k) => Some(k),
+                None => Some(encode_key(
+                    &DpopKey::generate().map_err(|e| Error::Config(e.to_string()))?,
+                )),
+            }
+        } else {
+            None
+        };
         let rec = ServerRecord {
             server_url: canonical.as_str().to_owned(),
             name: stored
@@ -1121,6 +1290,7 @@ impl OAuthClient {
             // Set by the first completed authorization: a record with a registration but no
             // grant was never connected (an abandoned or denied first attempt).
             grant: stored.as_ref().and_then(|r| r.grant.clone()),
+            dpop_key,
             updated_at: now_secs(),
         };
         store.put(&key, &rec).await?;
@@ -1192,13 +1362,15 @@ impl OAuthClient {
             verifier: &verifier,
             resource: pending.resource.as_deref(),
         };
-        let resp = request_token(
+        let dpop_key = stored_dpop_key(&rec)?;
+        let resp = request_token_with(
             &self.inner.http,
             Step::CodeExchange,
             &rec.token_endpoint,
             &rec.issuer,
             &client,
             &grant,
+            self.dpop(dpop_key.as_ref()),
         )
         .await?;
         let record = to_record(resp, None, pending.scope.as_deref());
@@ -1214,8 +1386,14 @@ impl OAuthClient {
         Ok(Token {
             server_url: pending.server_url.clone(),
             record,
+            dpop_key: rec.dpop_key.clone(),
         })
     }
+}
+
+/// The DPoP key stored with a server, if any.
+fn stored_dpop_key(rec: &ServerRecord) -> Result<Option<DpopKey>> {
+    rec.dpop_key.as_ref().map(decode_key).transpose()
 }
 
 /// The discovered authorization endpoint, checked to be https (or allowed http).
@@ -1324,6 +1502,7 @@ mod tests {
             authorization_endpoint: None,
             requested_scope: None,
             client: None,
+            dpop_key: None,
             tokens: Some(TokenRecord {
                 access_token: mcp_auth_types::AccessToken::new("short-lived"),
                 token_type: "Bearer".into(),

@@ -30,6 +30,8 @@ pub enum Step {
     ClientCredentials,
     /// The JWT-bearer grant (RFC 7523, workload identity).
     JwtBearer,
+    /// Token exchange at an enterprise identity provider (RFC 8693).
+    TokenExchange,
     /// Revoking tokens (RFC 7009).
     Revocation,
     /// Talking MCP to the server.
@@ -48,6 +50,7 @@ impl fmt::Display for Step {
             Step::Refresh => "refreshing the token",
             Step::ClientCredentials => "client credentials grant",
             Step::JwtBearer => "JWT-bearer grant",
+            Step::TokenExchange => "token exchange at the identity provider",
             Step::Revocation => "token revocation",
             Step::Mcp => "MCP request",
         })

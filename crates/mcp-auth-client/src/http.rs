@@ -172,15 +172,42 @@ impl Http {
         req: reqwest::RequestBuilder,
         url: &str,
     ) -> Result<T> {
-        let resp = req
+        self.send_oauth_with_headers(step, req, url).await.0
+    }
+
+    /// [`Self::send_oauth`], also giving the response's headers (empty when no response
+    /// arrived), for what rides on them: `DPoP-Nonce` (RFC 9449 §8).
+    pub async fn send_oauth_with_headers<T: DeserializeOwned>(
+        &self,
+        step: Step,
+        req: reqwest::RequestBuilder,
+        url: &str,
+    ) -> (Result<T>, http::HeaderMap) {
+        let resp = match req
             .header(http::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|source| Error::Network {
-                step,
-                url: url.to_owned(),
-                source,
-            })?;
+        {
+            Ok(r) => r,
+            Err(source) => {
+                let e = Error::Network {
+                    step,
+                    url: url.to_owned(),
+                    source,
+                };
+                return (Err(e), http::HeaderMap::new());
+            }
+        };
+        let headers = resp.headers().clone();
+        (self.oauth_result(step, url, resp).await, headers)
+    }
+
+    async fn oauth_result<T: DeserializeOwned>(
+        &self,
+        step: Step,
+        url: &str,
+        resp: reqwest::Response,
+    ) -> Result<T> {
         let status = resp.status();
         let body = self.read_body(step, url, resp).await?;
         if status.is_success() {

@@ -41,6 +41,8 @@
 pub mod authorize;
 mod client;
 pub mod discovery;
+pub mod dpop;
+pub mod enterprise;
 mod error;
 pub mod http;
 pub mod mcp;
@@ -54,6 +56,8 @@ pub use client::{
     ClientOptions, GrantKind, OAuthClient, PendingAuthorization, ResourceMode, Token,
     WorkloadToken, challenge_of,
 };
+pub use dpop::DpopPolicy;
+pub use enterprise::EnterpriseIdp;
 pub use error::{Error, Result, Step};
 pub use http::HttpOptions;
 pub use mcp::{McpSession, WireFormat};

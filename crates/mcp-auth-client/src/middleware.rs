@@ -50,6 +50,17 @@ fn mw(e: Error) -> reqwest_middleware::Error {
     reqwest_middleware::Error::middleware(e)
 }
 
+/// Whether any `DPoP` challenge of the response is `error="use_dpop_nonce"` (RFC 9449 §9).
+fn asks_for_dpop_nonce(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| mcp_auth_types::parse_www_authenticate(v).ok())
+        .flatten()
+        .any(|c| c.is_scheme("DPoP") && c.error() == Some("use_dpop_nonce"))
+}
+
 fn insufficient_scope(resp: &Response) -> Option<Challenge> {
     (resp.status() == StatusCode::FORBIDDEN)
         .then(|| challenge_of(resp.headers()))
@@ -73,6 +84,7 @@ impl Middleware for OAuthMiddleware {
             Err(e) => return Err(mw(e)),
         };
         let mut refreshed = false;
+        let mut nonce_retried = false;
         let mut attempts = 0u32;
         loop {
             let mut attempt = req.try_clone().ok_or_else(|| {
@@ -93,8 +105,31 @@ impl Middleware for OAuthMiddleware {
                 attempt
                     .headers_mut()
                     .insert(http::header::AUTHORIZATION, value);
+                // A DPoP-bound token goes with a fresh proof of the key (RFC 9449 §7.1).
+                if let Some(proof) = self
+                    .client
+                    .dpop_proof(t, attempt.method().as_str(), attempt.url().as_str())
+                    .map_err(mw)?
+                {
+                    let proof = http::HeaderValue::from_str(&proof).map_err(|_| {
+                        mw(Error::Config("the DPoP proof is not a header value".into()))
+                    })?;
+                    attempt.headers_mut().insert("dpop", proof);
+                }
             }
+            let url = attempt.url().as_str().to_owned();
             let resp = next.clone().run(attempt, extensions).await?;
+            let fresh_nonce = self.client.dpop_nonce_from(&url, resp.headers());
+            if resp.status() == StatusCode::UNAUTHORIZED
+                && fresh_nonce
+                && !nonce_retried
+                && token.as_ref().is_some_and(Token::is_dpop)
+                && asks_for_dpop_nonce(resp.headers())
+            {
+                // RFC 9449 §9: the resource wants a nonce; the same token, a new proof.
+                nonce_retried = true;
+                continue;
+            }
             if resp.status() == StatusCode::UNAUTHORIZED {
                 if refreshed {
                     return Ok(resp);

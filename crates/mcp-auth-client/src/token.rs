@@ -5,6 +5,7 @@ use mcp_auth_types::token::basic_auth_header;
 use mcp_auth_types::{AuthMethod, ClientId, ClientSecret, TokenRequest, TokenResponse, TokenType};
 use serde::Serialize;
 
+use crate::dpop::Dpop;
 use crate::error::{Error, Result, Step};
 use crate::http::Http;
 use crate::store::{ClientRecord, TokenRecord, now_secs};
@@ -133,12 +134,54 @@ pub async fn request_token(
     client: &ClientRecord,
     grant: &TokenRequest<'_>,
 ) -> Result<TokenResponse> {
-    let mut form = grant.form();
-    let req = authenticate(http.post(token_endpoint)?, &mut form, client, audience)?;
-    let req = req.form(&form);
-    let resp: TokenResponse = http.send_oauth(step, req, token_endpoint).await?;
-    // Use a token only with a type this client knows how to present (RFC 6749 §7.1).
-    if resp.token_type != TokenType::Bearer {
+    request_token_with(http, step, token_endpoint, audience, client, grant, None).await
+}
+
+/// [`request_token`], with a DPoP proof when `dpop` is given (RFC 9449 §5): a fresh proof
+/// per attempt, the server's nonce once when it answers `use_dpop_nonce` (§8), and a
+/// `DPoP` or `Bearer` token accepted back.
+pub(crate) async fn request_token_with(
+    http: &Http,
+    step: Step,
+    token_endpoint: &str,
+    audience: &str,
+    client: &ClientRecord,
+    grant: &TokenRequest<'_>,
+    dpop: Option<Dpop<'_>>,
+) -> Result<TokenResponse> {
+    let mut nonce_retried = false;
+    let resp: TokenResponse = loop {
+        let mut form = grant.form();
+        let mut req = authenticate(http.post(token_endpoint)?, &mut form, client, audience)?;
+        if let Some(d) = &dpop {
+            req = req.header("DPoP", d.proof("POST", token_endpoint, None)?);
+        }
+        let (result, headers) = http
+            .send_oauth_with_headers(step, req.form(&form), token_endpoint)
+            .await;
+        let fresh_nonce = dpop.is_some_and(|d| d.nonces.update(token_endpoint, &headers));
+        match result {
+            Err(e)
+                if dpop.is_some()
+                    && !nonce_retried
+                    && fresh_nonce
+                    && e.oauth_code().map(|c| c.as_str()) == Some("use_dpop_nonce") =>
+            {
+                tracing::debug!(step = %step, "the authorization server asked for a DPoP nonce; retrying once with it");
+                nonce_retried = true;
+            }
+            other => break other?,
+        }
+    };
+    // Use a token only with a type this client knows how to present (RFC 6749 §7.1): a
+    // DPoP-bound token needs the key its proof was made with; an AS that does not bind
+    // answers `Bearer` to a proof, which is fine (RFC 9449 §5).
+    let usable = match resp.token_type {
+        TokenType::Bearer => true,
+        TokenType::DPoP => dpop.is_some(),
+        _ => false,
+    };
+    if !usable {
         return Err(Error::UnsupportedTokenType {
             step,
             token_type: resp.token_type.as_str().to_owned(),

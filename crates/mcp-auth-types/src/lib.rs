@@ -36,6 +36,7 @@
 
 pub mod challenge;
 pub mod discovery;
+pub mod dpop;
 mod ids;
 pub mod metadata;
 mod pkce;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use mcp_auth_types::{AccessToken, AuthMethod, ClientSecret, RefreshToken};
+use mcp_auth_types::{AccessToken, AuthMethod, ClientSecret, RefreshToken, SecretString};
 
 use super::{
     ClientRecord, CredentialStore, Registration, ServerRecord, StoreError, TokenRecord, server_key,
@@ -44,6 +44,7 @@ pub(crate) fn sample_record(server_url: &str, token: &str) -> ServerRecord {
             obtained_at: 1_700_000_000,
         }),
         grant: Some("authorization_code".to_owned()),
+        dpop_key: Some(SecretString::new("dpop-key-VALUE")),
         updated_at: 1_700_000_000,
     }
 }
@@ -77,6 +78,10 @@ pub(crate) async fn roundtrip(store: &dyn CredentialStore) {
         "refresh-token-VALUE"
     );
     assert_eq!(tokens.expires_at, Some(2_000_000_000));
+    assert_eq!(
+        back.dpop_key.as_ref().map(SecretString::secret),
+        Some("dpop-key-VALUE")
+    );
 }
 
 pub(crate) async fn put_replaces(store: &dyn CredentialStore) {

@@ -628,6 +628,7 @@ mod tests {
             "tok-PLAINTEXT-CANARY",
             "refresh-token-VALUE",
             "client-secret-VALUE",
+            "dpop-key-VALUE",
             "secret-path",
             "as.example",
         ] {

@@ -161,6 +161,10 @@ pub struct ServerRecord {
     /// an expired client-credentials token is renewed the same way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant: Option<String>,
+    /// The DPoP private key (RFC 9449) the tokens are bound to: base64url PKCS#8, stored
+    /// encrypted with the rest of the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_key: Option<mcp_auth_types::SecretString>,
     /// When the record was last written (seconds since the epoch).
     #[serde(default)]
     pub updated_at: u64,
