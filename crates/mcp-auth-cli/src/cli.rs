@@ -55,10 +55,18 @@ pub enum Command {
         /// Server name or URL.
         server: String,
     },
-    /// Print an `Authorization: Bearer …` header line.
+    /// Print an `Authorization: Bearer …` header line; for a DPoP-bound token
+    /// `Authorization: DPoP …` and a `DPoP:` proof line for one request (use with
+    /// `curl -H @file`).
     Header {
         /// Server name or URL.
         server: String,
+        /// DPoP: the method of the request the proof is for.
+        #[arg(long, default_value = "POST")]
+        method: String,
+        /// DPoP: the URL of the request the proof is for (default: the server URL).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
     },
     /// Refresh the access token now.
     Refresh {
@@ -100,6 +108,16 @@ pub enum Command {
         /// {issuer}/oauth/callback. Accounts are oidc:<subject>.
         #[arg(long, value_name = "ISSUER_URL")]
         upstream_oidc: Option<String>,
+        /// DPoP (RFC 9449): bind tokens to the client's key at /token when it sends a proof,
+        /// and require the proof of that key with every request to /mcp.
+        #[arg(long)]
+        dpop: bool,
+        /// DPoP with server nonces (RFC 9449 §8, §9); implies --dpop.
+        #[arg(long)]
+        dpop_nonce: bool,
+        /// /mcp accepts only DPoP-bound tokens; implies --dpop.
+        #[arg(long)]
+        dpop_required: bool,
     },
     /// A server on a free port, a login to it and a `whoami` call, each step printed.
     Demo {
@@ -584,6 +602,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
             dev_auto_approve,
             tenants,
             upstream_oidc,
+            dpop,
+            dpop_nonce,
+            dpop_required,
         } => {
             crate::serve::serve(
                 crate::serve::ServeOptions {
@@ -594,6 +615,12 @@ pub async fn run(cli: Cli) -> Result<u8> {
                     dev_auto_approve: *dev_auto_approve,
                     tenants: tenants.clone(),
                     upstream_oidc: upstream_oidc.clone(),
+                    dpop: crate::server_config::DpopFile {
+                        enabled: (*dpop || *dpop_nonce || *dpop_required).then_some(true),
+                        require_nonce: dpop_nonce.then_some(true),
+                        required: dpop_required.then_some(true),
+                        nonce_secret_env: None,
+                    },
                 },
                 &home,
             )
@@ -629,8 +656,12 @@ pub async fn run(cli: Cli) -> Result<u8> {
         | Command::Demo { .. } => Ok(exit::OK),
         Command::Login { url, auth } => login(&cli, store, url, auth).await,
         Command::List => list(&cli, store).await,
-        Command::Token { server } => token(&cli, store, server, false).await,
-        Command::Header { server } => token(&cli, store, server, true).await,
+        Command::Token { server } => token(&cli, store, server, None).await,
+        Command::Header {
+            server,
+            method,
+            url,
+        } => token(&cli, store, server, Some((method, url.as_deref()))).await,
         Command::Refresh { server } => refresh(&cli, store, server).await,
         Command::Logout { server } => logout(&cli, store, server).await,
         Command::Clear => clear(&cli, store).await,
@@ -696,6 +727,8 @@ fn describe(r: &ServerRecord) -> Value {
         "expires_in": t.and_then(|t| t.expires_at).map(|e| e as i64 - now_secs() as i64),
         "has_refresh_token": t.is_some_and(|t| t.refresh_token.is_some()),
         "logged_in": t.is_some(),
+        "token_type": t.map(|t| t.token_type.clone()),
+        "dpop_bound": t.is_some_and(|t| t.token_type.eq_ignore_ascii_case("dpop")) && r.dpop_key.is_some(),
     })
 }
 
@@ -735,19 +768,33 @@ async fn list(cli: &Cli, store: Arc<dyn CredentialStore>) -> Result<u8> {
 
 /// `token` / `header`: the fast path reads the store and prints; only an expiring token
 /// builds the HTTP machinery.
+/// `token` (`header` None) and `header` (the DPoP proof's method and URL).
 async fn token(
     cli: &Cli,
     store: Arc<dyn CredentialStore>,
     server: &str,
-    header: bool,
+    header: Option<(&str, Option<&str>)>,
 ) -> Result<u8> {
     let client = build_client(cli, store, &AuthArgs::default())?;
     let rec = client.resolve(server).await?;
     let t = client.token(&rec.server_url).await?;
-    if header {
-        println!("Authorization: {}", t.authorization_header());
-    } else {
-        println!("{}", t.record.access_token.secret());
+    match header {
+        Some((method, url)) => {
+            println!("Authorization: {}", t.authorization_header());
+            let url = url.unwrap_or(&rec.server_url);
+            if let Some(proof) = client.dpop_proof(&t, &method.to_ascii_uppercase(), url)? {
+                println!("DPoP: {proof}");
+            }
+        }
+        None => {
+            if t.is_dpop() {
+                eprintln!(
+                    "note: this token is DPoP-bound: every request needs a proof of this machine's key (mcp-auth header {} --method M --url U prints both headers)",
+                    rec.server_url
+                );
+            }
+            println!("{}", t.record.access_token.secret());
+        }
     }
     Ok(exit::OK)
 }

@@ -152,6 +152,8 @@ pub struct ServeOptions {
     /// `--upstream-oidc ISSUER_URL`: one OpenID Connect upstream, its client from
     /// `MCP_AUTH_UPSTREAM_CLIENT_ID` / `MCP_AUTH_UPSTREAM_CLIENT_SECRET`.
     pub upstream_oidc: Option<String>,
+    /// `--dpop`, `--dpop-nonce`, `--dpop-required`: turn `[dpop]` settings on.
+    pub dpop: crate::server_config::DpopFile,
 }
 
 /// How users log in: the identity providers in login-page order, and the vault their
@@ -344,6 +346,7 @@ pub async fn app(
     let mut config = file.server_config(issuer, dev_auto_approve)?;
     config.default_audience = Some(mcp_url.to_owned());
     config.resources = vec![mcp_url.to_owned()];
+    let dpop = config.dpop.clone();
     let vault = logins.vault.clone();
     let server = AuthorizationServer::with_identity_providers(
         config,
@@ -361,6 +364,8 @@ pub async fn app(
     );
     rc.resource_name = Some("mcp-auth demo MCP server".into());
     rc.danger_allow_insecure_http = true;
+    // The same DPoP settings as the authorization server: bound tokens need their proofs.
+    rc.dpop = dpop;
     let rs = ResourceServer::new(rc).map_err(|e| anyhow!("resource server: {e}"))?;
     let mcp_path = url::Url::parse(mcp_url)
         .map(|u| u.path().to_owned())
@@ -381,7 +386,7 @@ pub async fn serve(opts: ServeOptions, home: &Path) -> Result<()> {
         .config
         .clone()
         .unwrap_or_else(|| home.join("server.toml"));
-    let file = match ServerFile::load(&file_path)? {
+    let mut file = match ServerFile::load(&file_path)? {
         Some(f) => f,
         None if opts.config.is_some() => bail!(
             "the configuration file {} does not exist",
@@ -389,6 +394,14 @@ pub async fn serve(opts: ServeOptions, home: &Path) -> Result<()> {
         ),
         None => ServerFile::default(),
     };
+    // Flags add to the file's `[dpop]`.
+    let flags = &opts.dpop;
+    if flags.enabled.is_some() || flags.require_nonce.is_some() || flags.required.is_some() {
+        let d = file.dpop.get_or_insert_with(Default::default);
+        d.enabled = d.enabled.or(flags.enabled);
+        d.require_nonce = d.require_nonce.or(flags.require_nonce);
+        d.required = d.required.or(flags.required);
+    }
     let listen = opts
         .listen
         .or(file.listen)

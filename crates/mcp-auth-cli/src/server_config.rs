@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use mcp_auth_server::ratelimit::{Quota, RateLimits};
 use mcp_auth_server::{ServerConfig, Ttls};
 use mcp_auth_types::ScopeSet;
 use serde::Deserialize;
+use sha2::Digest as _;
 
 /// The file, every key optional.
 #[derive(Debug, Default, Deserialize)]
@@ -47,6 +48,24 @@ pub struct ServerFile {
     pub upstream: Vec<UpstreamFile>,
     /// `[upstream_tokens]`: how the users' upstream tokens are sealed.
     pub upstream_tokens: Option<UpstreamTokensFile>,
+    /// `[dpop]`: sender-constrained tokens (RFC 9449).
+    pub dpop: Option<DpopFile>,
+}
+
+/// `[dpop]`
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpopFile {
+    /// Accept DPoP proofs at /token and bind tokens to the client's key; the MCP endpoint
+    /// then checks the proof of every request with a bound token (default false).
+    pub enabled: Option<bool>,
+    /// Require a fresh server nonce in every proof (RFC 9449 §8, §9; default false).
+    pub require_nonce: Option<bool>,
+    /// The MCP endpoint accepts only DPoP-bound tokens (default false).
+    pub required: Option<bool>,
+    /// An environment variable whose value keys the nonces, so that several instances accept
+    /// each other's (default: a random key per process).
+    pub nonce_secret_env: Option<String>,
 }
 
 /// The kind of an upstream identity provider.
@@ -289,6 +308,30 @@ impl ServerFile {
             if let Some(v) = m.allow_http {
                 d.allow_http = v;
             }
+        }
+        if let Some(d) = self.dpop.as_ref().filter(|d| {
+            d.enabled == Some(true) || d.require_nonce == Some(true) || d.required == Some(true)
+        }) {
+            let nonce_secret = match &d.nonce_secret_env {
+                Some(var) => {
+                    let v = std::env::var(var).map_err(|_| {
+                        anyhow!(
+                            "[dpop] nonce_secret_env: the environment variable {var} is not set"
+                        )
+                    })?;
+                    if v.len() < 32 {
+                        bail!("[dpop] nonce_secret_env: {var} must hold at least 32 characters");
+                    }
+                    Some(<[u8; 32]>::from(sha2::Sha256::digest(v.as_bytes())))
+                }
+                None => None,
+            };
+            c.dpop = Some(mcp_auth_resource::dpop::DpopOptions {
+                require_nonce: d.require_nonce == Some(true),
+                required: d.required == Some(true),
+                nonce_secret,
+                ..Default::default()
+            });
         }
         c.dev_auto_approve = dev_auto_approve;
         Ok(c)

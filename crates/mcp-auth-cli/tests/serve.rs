@@ -459,6 +459,7 @@ fn claims(s: &Serve) -> AccessClaims {
         client_id: "forged-client".into(),
         scope: String::new(),
         sid: None,
+        cnf: None,
     }
 }
 

@@ -107,11 +107,31 @@ impl<V: Clone> TtlCache<V> {
 
     /// Stores a value until `expires_at` (exclusive). Values already expired are not stored.
     pub(crate) fn insert(&self, key: TokenKey, value: V, expires_at: u64, now: u64) {
+        self.insert_with(key, value, expires_at, now, false);
+    }
+
+    /// Stores a value unless a live one is there already, in one step under the shard's
+    /// lock: `true` when this call stored it (a replay check: first use wins).
+    pub(crate) fn insert_new(&self, key: TokenKey, value: V, expires_at: u64, now: u64) -> bool {
+        self.insert_with(key, value, expires_at, now, true)
+    }
+
+    fn insert_with(
+        &self,
+        key: TokenKey,
+        value: V,
+        expires_at: u64,
+        now: u64,
+        only_new: bool,
+    ) -> bool {
         let capacity = self.shard_capacity;
         if expires_at <= now || capacity == 0 {
-            return;
+            return true;
         }
         let mut map = self.lock(&key);
+        if only_new && map.get(&key).is_some_and(|(_, e)| now < *e) {
+            return false;
+        }
         if map.len() >= capacity && !map.contains_key(&key) {
             map.retain(|_, (_, e)| *e > now);
             if map.len() >= capacity {
@@ -123,6 +143,7 @@ impl<V: Clone> TtlCache<V> {
             }
         }
         map.insert(key, (value, expires_at));
+        true
     }
 
     /// Number of entries, expired ones included.
@@ -149,6 +170,16 @@ mod tests {
         assert_eq!(c.get(&k("b"), 100), None);
         c.insert(k("old"), 2, 100, 100);
         assert_eq!(c.len(), 1, "an already expired value is not stored");
+    }
+
+    #[test]
+    fn insert_new_lets_only_the_first_win() {
+        let c = TtlCache::new(10);
+        let k = c.key(b"jti");
+        assert!(c.insert_new(k, (), 200, 100));
+        assert!(!c.insert_new(k, (), 200, 150));
+        // Expired: a new first use.
+        assert!(c.insert_new(k, (), 300, 200));
     }
 
     #[test]

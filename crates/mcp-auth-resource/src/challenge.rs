@@ -33,6 +33,16 @@ pub struct Rejection {
     /// Every scope the operation needs (the route's and the handler's).
     required: ScopeSet,
     resource_metadata: Option<Arc<str>>,
+    /// Set when the resource accepts DPoP: a `DPoP` challenge goes with the `Bearer` one.
+    dpop: Option<DpopChallenge>,
+}
+
+/// The `DPoP` side of a refusal (RFC 9449 §7.1).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DpopChallenge {
+    /// The request presented its token with the `DPoP` scheme: the error code goes on the
+    /// `DPoP` challenge rather than the `Bearer` one.
+    pub scheme_used: bool,
 }
 
 impl Rejection {
@@ -45,7 +55,14 @@ impl Rejection {
             error,
             required,
             resource_metadata,
+            dpop: None,
         }
+    }
+
+    /// Adds the `DPoP` challenge of a resource that accepts DPoP.
+    pub(crate) fn with_dpop(mut self, challenge: DpopChallenge) -> Self {
+        self.dpop = Some(challenge);
+        self
     }
 
     /// Why the request was refused (for logs and tests; never sent to the client).
@@ -66,6 +83,7 @@ impl Rejection {
             AuthError::Token(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             AuthError::Token(_) => StatusCode::UNAUTHORIZED,
             AuthError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            AuthError::Dpop(_) => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -77,7 +95,42 @@ impl Rejection {
             AuthError::Token(e) if e.is_unavailable() => None,
             AuthError::Token(_) => Some("invalid_token"),
             AuthError::InsufficientScope { .. } => Some("insufficient_scope"),
+            AuthError::Dpop(r) => Some(r.error_code()),
         }
+    }
+
+    /// The nonce to send in a `DPoP-Nonce` header (RFC 9449 §9), when the refusal asks for one.
+    pub fn dpop_nonce(&self) -> Option<&str> {
+        match &self.error {
+            AuthError::Dpop(crate::dpop::DpopRefusal::UseNonce { nonce }) => Some(nonce),
+            _ => None,
+        }
+    }
+
+    /// The `DPoP` challenge (RFC 9449 §7.1), for a resource that accepts DPoP: the accepted
+    /// algorithms, and the error code when the request used the `DPoP` scheme.
+    pub fn dpop_challenge(&self) -> Option<String> {
+        let d = self.dpop.as_ref()?;
+        if matches!(&self.error, AuthError::Token(e) if e.is_unavailable()) {
+            return None;
+        }
+        let mut out = String::from("DPoP");
+        let mut first = true;
+        push_param(
+            &mut out,
+            &mut first,
+            "algs",
+            &mcp_auth_types::dpop::ACCEPTED_ALGS.join(" "),
+        );
+        if let Some(url) = &self.resource_metadata {
+            push_param(&mut out, &mut first, "resource_metadata", url);
+        }
+        if d.scheme_used
+            && let Some(code) = self.error_code()
+        {
+            push_param(&mut out, &mut first, "error", code);
+        }
+        Some(out)
     }
 
     /// The `WWW-Authenticate` value; `None` for `503`, which is no authentication problem.
@@ -93,7 +146,8 @@ impl Rejection {
         if !self.required.is_empty() {
             push_param(&mut out, &mut first, "scope", &self.required.to_string());
         }
-        if let Some(code) = self.error_code() {
+        let on_dpop = self.dpop.as_ref().is_some_and(|d| d.scheme_used);
+        if !on_dpop && let Some(code) = self.error_code() {
             push_param(&mut out, &mut first, "error", code);
         }
         Some(out)
@@ -131,6 +185,16 @@ impl IntoResponse for Rejection {
                 HeaderValue::from_static("Bearer")
             });
             headers.insert(header::WWW_AUTHENTICATE, value);
+        }
+        if let Some(challenge) = self.dpop_challenge()
+            && let Ok(value) = HeaderValue::try_from(challenge)
+        {
+            headers.append(header::WWW_AUTHENTICATE, value);
+        }
+        if let Some(nonce) = self.dpop_nonce()
+            && let Ok(value) = HeaderValue::try_from(nonce)
+        {
+            headers.insert("dpop-nonce", value);
         }
         resp
     }

@@ -32,6 +32,11 @@ pub struct Claims {
 }
 
 impl Claims {
+    /// The thumbprint of the key a DPoP-bound token is bound to (`cnf.jkt`, RFC 9449 §6).
+    pub fn dpop_jkt(&self) -> Option<&str> {
+        self.extra.get("cnf")?.get("jkt")?.as_str()
+    }
+
     /// Whether the token grants every scope of `required`.
     pub fn has_scopes(&self, required: &ScopeSet) -> bool {
         self.scopes.is_superset(required)

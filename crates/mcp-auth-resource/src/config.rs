@@ -241,6 +241,9 @@ pub struct ResourceConfig {
     /// introspection endpoint). Dangerous: tokens and keys then travel unprotected. Loopback
     /// `http` is always accepted, for development and tests.
     pub danger_allow_insecure_http: bool,
+    /// Accept DPoP-bound tokens (RFC 9449) with their proofs; `None` (the default): bearer
+    /// tokens only. Bound tokens presented as bearer tokens are always refused.
+    pub dpop: Option<crate::dpop::DpopOptions>,
 }
 
 impl ResourceConfig {
@@ -262,6 +265,7 @@ impl ResourceConfig {
             metadata_max_age: Duration::from_secs(3600),
             metadata_extra: Map::new(),
             danger_allow_insecure_http: false,
+            dpop: None,
         }
     }
 
@@ -283,7 +287,20 @@ impl ResourceConfig {
             bearer_methods_supported: Some(vec!["header".to_owned()]),
             resource_name: self.resource_name.clone(),
             jwks_uri: None,
-            extra: self.metadata_extra.clone(),
+            extra: {
+                let mut extra = self.metadata_extra.clone();
+                if let Some(d) = &self.dpop {
+                    // RFC 9449 §5.2 (RFC 9728 §2 members).
+                    extra.insert(
+                        "dpop_signing_alg_values_supported".into(),
+                        mcp_auth_types::dpop::ACCEPTED_ALGS.into(),
+                    );
+                    if d.required {
+                        extra.insert("dpop_bound_access_tokens_required".into(), true.into());
+                    }
+                }
+                extra
+            },
         }
     }
 

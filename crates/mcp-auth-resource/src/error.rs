@@ -213,6 +213,10 @@ pub enum AuthError {
         /// The scopes the token grants.
         granted: ScopeSet,
     },
+    /// The DPoP proof of a DPoP-bound token was refused (RFC 9449 §7.1, §9):
+    /// `invalid_dpop_proof`, or `use_dpop_nonce` with the nonce to retry with.
+    #[error("DPoP: {0}")]
+    Dpop(#[from] crate::dpop::DpopRefusal),
 }
 
 /// A configuration that cannot work.

@@ -158,7 +158,7 @@ where
             let (mut parts, body) = req.into_parts();
             match route
                 .server
-                .authenticate_shared(&parts.headers, &parts.uri, &route)
+                .authenticate_shared(&parts.method, &parts.headers, &parts.uri, &route)
                 .await
             {
                 Ok(auth) => {

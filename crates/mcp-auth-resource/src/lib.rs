@@ -62,6 +62,7 @@ mod challenge;
 mod claims;
 mod clock;
 mod config;
+pub mod dpop;
 mod error;
 mod extract;
 mod fetch;

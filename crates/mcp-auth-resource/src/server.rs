@@ -6,13 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use http::{HeaderMap, Uri, header};
+use http::{HeaderMap, Method, Uri, header};
 use mcp_auth_types::{ProtectedResourceMetadata, ScopeSet};
+use subtle::ConstantTimeEq;
 
 use crate::cache::TtlCache;
+use crate::challenge::DpopChallenge;
 use crate::claims::{check_audience, check_times};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ResourceConfig, Verifier};
+use crate::dpop::DpopGuard;
 use crate::extract::RouteContext;
 use crate::introspection::IntrospectionVerifier;
 use crate::jwt::JwtVerifier;
@@ -46,6 +49,10 @@ struct Inner {
     cache_ttl: u64,
     clock: Arc<dyn Clock>,
     leeway: u64,
+    /// DPoP (RFC 9449), when the resource accepts it.
+    dpop: Option<DpopGuard>,
+    /// The origin clients reach this resource at, for a proof's `htu`.
+    origin: String,
 }
 
 impl fmt::Debug for ResourceServer {
@@ -135,6 +142,11 @@ impl ResourceServer {
                 verifier,
                 cache: TtlCache::new(config.token_cache_capacity),
                 cache_ttl: config.token_cache_ttl.as_secs(),
+                dpop: config
+                    .dpop
+                    .clone()
+                    .map(|o| DpopGuard::new(o, clock.clone())),
+                origin: config.resource.as_url().origin(),
                 clock,
                 leeway: config.leeway.as_secs(),
             }),
@@ -224,6 +236,7 @@ impl ResourceServer {
     /// ([`Rejection`] is `IntoResponse`). For servers that do not use the layer.
     pub async fn authenticate(
         &self,
+        method: &Method,
         headers: &HeaderMap,
         uri: &Uri,
         required: &ScopeSet,
@@ -231,7 +244,7 @@ impl ResourceServer {
         let route = self.route_context(required.clone());
         match self.authenticate_cached(headers, uri, &route) {
             Some(checked) => checked,
-            None => self.authenticate_shared(headers, uri, &route).await,
+            None => self.authenticate_shared(method, headers, uri, &route).await,
         }
     }
 
@@ -265,29 +278,69 @@ impl ResourceServer {
         let claims = inner
             .cache
             .get(&inner.cache.key(token), inner.clock.now_unix())?;
-        Some(self.admit(claims, route))
+        Some(self.admit(claims, route, false))
     }
 
     /// The full check of one request.
     pub(crate) async fn authenticate_shared(
         &self,
+        method: &Method,
         headers: &HeaderMap,
         uri: &Uri,
         route: &Arc<RouteContext>,
     ) -> Result<Authenticated, Rejection> {
-        let token = bearer_token(headers, uri.query()).map_err(|e| {
-            tracing::debug!(error = %e, "request refused");
-            self.rejection(e, &route.required)
-        })?;
+        let (token, dpop) = presented_token(headers, uri.query(), self.inner.dpop.is_some())
+            .map_err(|e| {
+                tracing::debug!(error = %e, "request refused");
+                self.rejection(e, &route.required, false)
+            })?;
         let claims = self.verify(token).await.map_err(|e| {
             if e.is_unavailable() {
                 tracing::warn!(error = %e, "cannot verify bearer token");
             } else {
                 tracing::debug!(error = %e, "bearer token refused");
             }
-            self.rejection(AuthError::Token(e), &route.required)
+            self.rejection(AuthError::Token(e), &route.required, dpop)
         })?;
-        self.admit(claims, route)
+        if dpop {
+            self.check_dpop(method, headers, uri, token, &claims)
+                .map_err(|e| {
+                    tracing::debug!(error = %e, "DPoP-bound token refused");
+                    self.rejection(e, &route.required, true)
+                })?;
+        }
+        self.admit(claims, route, dpop)
+    }
+
+    /// RFC 9449 §7.1: a token presented with the `DPoP` scheme must be bound to a key, and
+    /// come with a valid, unused proof of that key for this request.
+    fn check_dpop(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        uri: &Uri,
+        token: &str,
+        claims: &Claims,
+    ) -> Result<(), AuthError> {
+        let Some(guard) = &self.inner.dpop else {
+            return Err(AuthError::MissingToken);
+        };
+        let Some(bound) = claims.dpop_jkt() else {
+            return Err(AuthError::Token(VerifyError::Rejected(
+                "a token presented with the DPoP scheme is not DPoP-bound".into(),
+            )));
+        };
+        let proof = DpopGuard::proof_header(headers)?.ok_or(crate::dpop::DpopRefusal::Invalid(
+            mcp_auth_types::dpop::DpopError::Malformed,
+        ))?;
+        let htu = format!("{}{}", self.inner.origin, uri.path());
+        let proved = guard.check(proof, method.as_str(), &htu, Some(token))?;
+        if !bool::from(proved.jkt.as_bytes().ct_eq(bound.as_bytes())) {
+            return Err(AuthError::Token(VerifyError::Rejected(
+                "the DPoP proof is signed with another key than the token is bound to".into(),
+            )));
+        }
+        Ok(())
     }
 
     /// Verified claims against the route's required scopes.
@@ -295,8 +348,33 @@ impl ResourceServer {
         &self,
         claims: Arc<Claims>,
         route: &Arc<RouteContext>,
+        proved: bool,
     ) -> Result<Authenticated, Rejection> {
         let required = &route.required;
+        // RFC 9449 §7.2: a DPoP-bound token used as a bearer token is refused (without its
+        // key a stolen one is worth nothing); a resource that requires DPoP refuses unbound
+        // tokens too.
+        if !proved {
+            let bound = claims.dpop_jkt().is_some();
+            let required_dpop = self
+                .inner
+                .dpop
+                .as_ref()
+                .is_some_and(|g| g.options().required);
+            if bound || required_dpop {
+                let why = if bound {
+                    "a DPoP-bound token was presented without its proof"
+                } else {
+                    "this resource accepts only DPoP-bound tokens"
+                };
+                tracing::debug!(subject = %claims.subject, why, "token refused");
+                return Err(self.rejection(
+                    AuthError::Token(VerifyError::Rejected(why.into())),
+                    required,
+                    false,
+                ));
+            }
+        }
         if !claims.has_scopes(required) {
             tracing::debug!(
                 subject = %claims.subject,
@@ -308,17 +386,24 @@ impl ResourceServer {
                 required: required.clone(),
                 granted: claims.scopes.clone(),
             };
-            return Err(self.rejection(error, required));
+            return Err(self.rejection(error, required, proved));
         }
         Ok(Authenticated::new(claims, route.clone()))
     }
 
-    fn rejection(&self, error: AuthError, required: &ScopeSet) -> Rejection {
-        Rejection::new(
+    fn rejection(&self, error: AuthError, required: &ScopeSet, dpop_scheme: bool) -> Rejection {
+        let r = Rejection::new(
             error,
             required.clone(),
             Some(self.inner.resource_metadata.clone()),
-        )
+        );
+        if self.inner.dpop.is_some() {
+            r.with_dpop(DpopChallenge {
+                scheme_used: dpop_scheme,
+            })
+        } else {
+            r
+        }
     }
 }
 
@@ -362,6 +447,47 @@ fn bearer_token<'h>(headers: &'h HeaderMap, query: Option<&str>) -> Result<&'h s
         ));
     }
     Ok(token)
+}
+
+/// The token of a request and whether it came with the `DPoP` scheme (accepted only when
+/// `dpop` is; otherwise, like any other scheme, it counts as no token).
+fn presented_token<'h>(
+    headers: &'h HeaderMap,
+    query: Option<&str>,
+    dpop: bool,
+) -> Result<(&'h str, bool), AuthError> {
+    if dpop && let Some(token) = dpop_token(headers)? {
+        if query.is_some_and(has_access_token) {
+            return Err(AuthError::InvalidRequest(
+                "access_token in the query string is not supported",
+            ));
+        }
+        return Ok((token, true));
+    }
+    bearer_token(headers, query).map(|t| (t, false))
+}
+
+/// The token of a single `Authorization: DPoP <token>` header (RFC 9449 §7.1); `None` when
+/// the header has another scheme (or is missing, or repeated: [`bearer_token`] says why).
+fn dpop_token(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Ok(None);
+    };
+    let Ok(value) = value.to_str() else {
+        return Ok(None);
+    };
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("DPoP") {
+        return Ok(None);
+    }
+    let token = rest.trim_start_matches(' ');
+    if token.is_empty() || !is_b64token(token) {
+        return Err(AuthError::InvalidRequest(
+            "the DPoP scheme without a well-formed token",
+        ));
+    }
+    Ok(Some(token))
 }
 
 /// Whether a query string has an `access_token` parameter (RFC 6750 §2.3), percent-encoded

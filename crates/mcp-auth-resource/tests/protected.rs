@@ -972,13 +972,13 @@ async fn authenticate_without_axum() {
     headers.insert(header::AUTHORIZATION, "Bearer local-token".parse().unwrap());
     let uri: http::Uri = "/mcp".parse().unwrap();
     let auth = server
-        .authenticate(&headers, &uri, &ScopeSet::new())
+        .authenticate(&http::Method::POST, &headers, &uri, &ScopeSet::new())
         .await
         .unwrap();
     assert_eq!(auth.subject, "local-user");
     let need: ScopeSet = "mcp:write".parse().unwrap();
     let refused = server
-        .authenticate(&headers, &uri, &need)
+        .authenticate(&http::Method::POST, &headers, &uri, &need)
         .await
         .unwrap_err();
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);

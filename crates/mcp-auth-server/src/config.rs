@@ -146,6 +146,9 @@ pub struct ServerConfig {
     pub rate_limits: crate::ratelimit::RateLimits,
     /// Client ID metadata documents: URL client ids fetched on first use.
     pub client_id_metadata_documents: CimdConfig,
+    /// DPoP (RFC 9449): accept proofs at the token endpoint and bind tokens to the client's
+    /// key; `None` (the default): bearer tokens only, `DPoP` headers ignored.
+    pub dpop: Option<mcp_auth_resource::dpop::DpopOptions>,
 }
 
 impl ServerConfig {
@@ -165,6 +168,7 @@ impl ServerConfig {
             issue_refresh_tokens: true,
             rate_limits: crate::ratelimit::RateLimits::default(),
             client_id_metadata_documents: CimdConfig::default(),
+            dpop: None,
         }
     }
 

@@ -42,6 +42,8 @@ pub struct AppState {
     pub vault: Option<crate::upstream::UpstreamVault>,
     /// Fetches client ID metadata documents (URL client ids).
     pub cimd: DocumentFetcher,
+    /// Checks DPoP proofs at the token endpoint, when DPoP is on.
+    pub dpop: Option<mcp_auth_resource::dpop::DpopGuard>,
     /// Stops the signing keys' periodic reload when the last clone of the state goes.
     pub(crate) _reloader: Arc<AbortOnDrop>,
 }
@@ -136,6 +138,10 @@ pub fn metadata_document(c: &ServerConfig, oidc: bool) -> Value {
     });
     if c.allow_dynamic_registration {
         m["registration_endpoint"] = json!(c.endpoint("/register"));
+    }
+    if c.dpop.is_some() {
+        // RFC 9449 §5.1.
+        m["dpop_signing_alg_values_supported"] = json!(mcp_auth_types::dpop::ACCEPTED_ALGS);
     }
     if let Some(s) = &c.scopes_supported {
         m["scopes_supported"] = json!(s.iter().map(|x| x.as_str()).collect::<Vec<_>>());
@@ -809,9 +815,37 @@ async fn revoke_grant(s: &AppState, family_id: &str, now: u64) -> Result<(), Sto
     revoke_grant_access(s, family_id, now).await
 }
 
-/// Mints an access token in the grant `family` (when given), and a refresh token in it when
-/// `with_refresh`.
-async fn mint(
+/// What a token request proved with DPoP (RFC 9449 §5): the key's thumbprint, and whether
+/// refresh tokens are bound to it too (public clients, §5).
+#[derive(Debug, Clone)]
+pub(crate) struct DpopBinding {
+    /// `cnf.jkt` of the access token.
+    pub jkt: String,
+    /// Bind the refresh token as well.
+    pub bind_refresh: bool,
+}
+
+/// Separates a bound refresh token's random part from the thumbprint it is bound to. The
+/// whole string is what is hashed and stored, so the binding cannot be altered or removed.
+const REFRESH_BINDING: char = '~';
+
+/// A new refresh token, bound to `binding`'s key when it says so.
+pub(crate) fn new_refresh_token(binding: Option<&DpopBinding>) -> String {
+    match binding.filter(|b| b.bind_refresh) {
+        Some(b) => format!("{}{REFRESH_BINDING}{}", random_token(), b.jkt),
+        None => random_token(),
+    }
+}
+
+/// The key thumbprint a refresh token is bound to, if any (RFC 9449 §5).
+pub(crate) fn refresh_binding(rt: &str) -> Option<&str> {
+    rt.split_once(REFRESH_BINDING).map(|(_, jkt)| jkt)
+}
+
+/// Mints an access token in the grant `family` (when given), bound to the DPoP key the
+/// request proved (if any), and a refresh token in the family when `with_refresh`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn mint(
     s: &AppState,
     client_id: &str,
     subject: &str,
@@ -819,6 +853,7 @@ async fn mint(
     resource: Option<&str>,
     family: Option<&str>,
     with_refresh: bool,
+    dpop: Option<&DpopBinding>,
 ) -> Result<Value, OAuthError> {
     let now = unix_now();
     let ttl = s.config.ttls.access_token.as_secs();
@@ -836,18 +871,20 @@ async fn mint(
         client_id: client_id.to_owned(),
         scope: scope.to_owned(),
         sid: family.map(str::to_owned),
+        cnf: dpop.map(|d| crate::keys::Confirmation { jkt: d.jkt.clone() }),
     };
     let at = s
         .keys
         .sign(&claims)
         .await
         .map_err(|e| OAuthError::internal(&e))?;
-    let mut out = json!({"access_token": at, "token_type": "Bearer", "expires_in": ttl});
+    let token_type = if dpop.is_some() { "DPoP" } else { "Bearer" };
+    let mut out = json!({"access_token": at, "token_type": token_type, "expires_in": ttl});
     if !scope.is_empty() {
         out["scope"] = json!(scope);
     }
     if let Some(fam) = family.filter(|_| with_refresh) {
-        let rt = random_token();
+        let rt = new_refresh_token(dpop);
         s.store
             .put_refresh(&RefreshRow {
                 tenant: tenant(s).to_owned(),
@@ -920,16 +957,55 @@ pub async fn token(
     headers: HeaderMap,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    match token_inner(&s, &headers, form).await {
+    // RFC 9449 §5: a proof, when sent, is checked before anything else.
+    let proved = match dpop_proof(&s, &headers) {
+        Ok(p) => p,
+        Err(refusal) => return dpop_refused(&s, &refusal),
+    };
+    match token_inner(&s, &headers, form, proved).await {
         Ok(v) => token_json(v),
         Err(e) => e.into_response(),
     }
+}
+
+/// The thumbprint of the key a token request proved (RFC 9449 §4.3), if it sent a proof
+/// and DPoP is on.
+fn dpop_proof(
+    s: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<String>, mcp_auth_resource::dpop::DpopRefusal> {
+    let Some(guard) = &s.dpop else {
+        return Ok(None);
+    };
+    let Some(proof) = mcp_auth_resource::dpop::DpopGuard::proof_header(headers)? else {
+        return Ok(None);
+    };
+    let v = guard.check(proof, "POST", &s.config.endpoint("/token"), None)?;
+    Ok(Some(v.jkt))
+}
+
+/// `400` with `invalid_dpop_proof`, or `use_dpop_nonce` and the nonce (RFC 9449 §8).
+fn dpop_refused(s: &AppState, refusal: &mcp_auth_resource::dpop::DpopRefusal) -> Response {
+    tracing::debug!(error = %refusal, "DPoP proof refused at the token endpoint");
+    let mut r = OAuthError::new(
+        ErrorCode::Extension(refusal.error_code().to_owned()),
+        refusal.to_string(),
+    )
+    .into_response();
+    if let Some(guard) = &s.dpop
+        && let mcp_auth_resource::dpop::DpopRefusal::UseNonce { .. } = refusal
+        && let Ok(v) = axum::http::HeaderValue::try_from(guard.current_nonce())
+    {
+        r.headers_mut().insert("dpop-nonce", v);
+    }
+    r
 }
 
 async fn token_inner(
     s: &AppState,
     headers: &HeaderMap,
     pairs: Vec<(String, String)>,
+    proved_jkt: Option<String>,
 ) -> Result<Value, OAuthError> {
     let mut form = HashMap::new();
     for (k, v) in pairs {
@@ -940,6 +1016,12 @@ async fn token_inner(
         }
     }
     let (client, method) = authenticate_client(s, headers, &form).await?;
+    // RFC 9449 §5: the access token is bound to the proved key; so is the refresh token of
+    // a public client, which has no other proof of being the client.
+    let binding = proved_jkt.map(|jkt| DpopBinding {
+        jkt,
+        bind_refresh: method == ClientAuthMethod::None,
+    });
     let grant = form.get("grant_type").map(String::as_str).unwrap_or("");
     if !grant.is_empty() && !client_allows_grant(&client, grant) {
         return Err(OAuthError::new(
@@ -963,7 +1045,7 @@ async fn token_inner(
                 s.config.issue_refresh_tokens && client_allows_grant(&client, "refresh_token");
             // The refresh token is stored with the redemption, in one step (see
             // `Store::redeem_code`): a replay cannot come between them.
-            let new_rt = with_refresh.then(random_token);
+            let new_rt = with_refresh.then(|| new_refresh_token(binding.as_ref()));
             let new = new_rt.as_ref().map(|rt| NewRefresh {
                 token_hash: hash_secret(rt),
                 resource: form_resource.clone(),
@@ -1014,6 +1096,7 @@ async fn token_inner(
                 resource.as_deref(),
                 Some(&row.family_id),
                 false,
+                binding.as_ref(),
             )
             .await?;
             if let Some(rt) = new_rt {
@@ -1069,6 +1152,16 @@ async fn token_inner(
                     "the refresh token was issued to another client",
                 ));
             }
+            // RFC 9449 §5: a bound refresh token is good only with a proof of its key.
+            if let Some(bound) = refresh_binding(rt) {
+                let proved = binding.as_ref().map(|b| b.jkt.as_str()).unwrap_or("");
+                if !bool::from(proved.as_bytes().ct_eq(bound.as_bytes())) {
+                    return Err(OAuthError::new(
+                        ErrorCode::Extension("invalid_dpop_proof".into()),
+                        "the refresh token is bound to a DPoP key, and the request does not prove it",
+                    ));
+                }
+            }
             let scope = match form.get("scope") {
                 Some(req) => {
                     let req: ScopeSet = req
@@ -1093,7 +1186,11 @@ async fn token_inner(
                     "resource differs from the original grant",
                 ));
             }
-            let new_rt = random_token();
+            // A bound token's successor is bound to the same key.
+            let new_rt = match refresh_binding(rt) {
+                Some(jkt) => format!("{}{REFRESH_BINDING}{jkt}", random_token()),
+                None => random_token(),
+            };
             let new_row = RefreshRow {
                 tenant: tenant(s).to_owned(),
                 token_hash: hash_secret(&new_rt),
@@ -1132,6 +1229,7 @@ async fn token_inner(
                 current.resource.as_deref(),
                 Some(&current.family_id),
                 false,
+                binding.as_ref(),
             )
             .await?;
             out["refresh_token"] = json!(new_rt);
@@ -1161,6 +1259,7 @@ async fn token_inner(
                 resource.as_deref(),
                 None,
                 false,
+                binding.as_ref(),
             )
             .await
         }
@@ -1673,11 +1772,18 @@ pub async fn introspect(
     if let Some(c) = s.keys.verify(tok, &s.config.issuer, None).await {
         return match access_revoked(s.store.as_ref(), tenant(&s), &c).await {
             Ok(true) => inactive(),
-            Ok(false) => token_json(json!({
-                "active": true, "scope": c.scope, "client_id": c.client_id, "sub": c.sub,
-                "aud": c.aud, "iss": c.iss, "exp": c.exp, "iat": c.iat, "jti": c.jti,
-                "token_type": "Bearer",
-            })),
+            Ok(false) => {
+                let mut v = json!({
+                    "active": true, "scope": c.scope, "client_id": c.client_id, "sub": c.sub,
+                    "aud": c.aud, "iss": c.iss, "exp": c.exp, "iat": c.iat, "jti": c.jti,
+                    "token_type": if c.cnf.is_some() { "DPoP" } else { "Bearer" },
+                });
+                // RFC 9449 §6.2: a resource that introspects must see the binding.
+                if let Some(cnf) = &c.cnf {
+                    v["cnf"] = json!({"jkt": cnf.jkt});
+                }
+                token_json(v)
+            }
             Err(e) => OAuthError::from(e).into_response(),
         };
     }

@@ -86,6 +86,17 @@ pub struct AccessClaims {
     /// refresh token (RFC 7009 §2.1) — revokes the access tokens that carry it too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// The confirmation of a DPoP-bound token (RFC 9449 §6.1): the thumbprint of the key
+    /// every request must prove.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// `cnf` (RFC 7800) with the DPoP key thumbprint (RFC 9449 §6.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// The RFC 7638 SHA-256 thumbprint of the client's DPoP public key.
+    pub jkt: String,
 }
 
 /// The claims of an OpenID Connect ID token (OIDC Core §2), issued with the access token
@@ -419,6 +430,7 @@ mod tests {
             client_id: "client-1".into(),
             scope: "mcp:read mcp:write".into(),
             sid: None,
+            cnf: None,
         }
     }
 

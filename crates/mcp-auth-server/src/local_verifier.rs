@@ -60,7 +60,15 @@ impl TokenVerifier for LocalVerifier {
             audience: vec![c.aud],
             expires_at: Some(c.exp),
             jti: Some(c.jti),
-            extra: serde_json::Map::new(),
+            // The DPoP binding (RFC 9449 §6.1), which the resource layer enforces.
+            extra: match c.cnf {
+                Some(cnf) => {
+                    let mut m = serde_json::Map::new();
+                    m.insert("cnf".into(), serde_json::json!({"jkt": cnf.jkt}));
+                    m
+                }
+                None => serde_json::Map::new(),
+            },
         })
     }
 

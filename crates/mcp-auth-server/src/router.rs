@@ -79,8 +79,12 @@ impl AuthorizationServer {
         keys.ensure(config.ttls.access_token).await?;
         let cimd = DocumentFetcher::new(config.client_id_metadata_documents.clone());
         let reloader = Arc::new(AbortOnDrop(keys.spawn_reloader()));
+        let dpop = config.dpop.clone().map(|o| {
+            mcp_auth_resource::dpop::DpopGuard::new(o, Arc::new(mcp_auth_resource::SystemClock))
+        });
         Ok(Self {
             state: AppState {
+                dpop,
                 config: Arc::new(config),
                 store,
                 keys,
