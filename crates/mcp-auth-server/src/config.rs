@@ -22,6 +22,9 @@ pub struct Ttls {
     /// upstream tokens (proxy-provider mode) after their upstream login, refreshed or not;
     /// then the user logs in again.
     pub external_token: Duration,
+    /// `OAUTH_DEVICE_CODE_TTL`, default 600 s: how long a device authorization's
+    /// `device_code` and `user_code` stay valid (RFC 8628 §3.2 `expires_in`).
+    pub device_code: Duration,
 }
 
 impl Default for Ttls {
@@ -33,6 +36,7 @@ impl Default for Ttls {
             client_registration: Duration::from_secs(31_536_000),
             pending_authorization: Duration::from_secs(600),
             external_token: Duration::from_secs(86400),
+            device_code: Duration::from_secs(600),
         }
     }
 }
@@ -48,6 +52,7 @@ impl Ttls {
             ("OAUTH_REFRESH_TOKEN_TTL", &mut t.refresh_token),
             ("OAUTH_CLIENT_REGISTRATION_TTL", &mut t.client_registration),
             ("OAUTH_EXTERNAL_TOKEN_TTL", &mut t.external_token),
+            ("OAUTH_DEVICE_CODE_TTL", &mut t.device_code),
         ] {
             if let Ok(v) = std::env::var(var) {
                 let secs: u64 =

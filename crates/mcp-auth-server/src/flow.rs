@@ -20,6 +20,13 @@
 //! that browser (a `state` from another browser session is refused before anything is
 //! consumed), consumes the row once (a replayed callback finds nothing), verifies the login
 //! upstream, stores the upstream tokens sealed, and answers the MCP client with our own code.
+//!
+//! **Device verification** (RFC 8628, [`crate::device`]) goes through the same pages: once
+//! the user has entered a valid user code, a pending request marked with the device
+//! authorization it belongs to runs the same provider choice, login, upstream round trip,
+//! session and consent steps. At the end it approves (or denies) the device authorization
+//! instead of redirecting with a code. Its consent page is always shown, remembered consent
+//! or not, with a phishing warning (§5.4).
 
 use std::collections::HashMap;
 
@@ -47,7 +54,7 @@ use crate::store::{
     ClientRow, ConsentRow, PendingAuthRow, RegistrationKind, SessionRow, hash_secret, unix_now,
 };
 
-const CSRF_COOKIE: &str = "mcp_auth_csrf";
+pub(crate) const CSRF_COOKIE: &str = "mcp_auth_csrf";
 const SESSION_COOKIE: &str = "mcp_auth_session";
 const UPSTREAM_COOKIE: &str = "mcp_auth_upstream";
 
@@ -94,7 +101,7 @@ fn clear_cookie(s: &AppState, resp: &mut Response, name: &str) {
     set_cookie(s, resp, name, "", 0);
 }
 
-fn ct_eq(a: &str, b: &str) -> bool {
+pub(crate) fn ct_eq(a: &str, b: &str) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
@@ -178,8 +185,12 @@ async fn remember_consent(s: &AppState, subject: &str, p: &PendingAuthRow) {
 }
 
 /// A remembered consent is used silently only when the redirect URI cannot be claimed by
-/// any local program: not a loopback one of a dynamically registered client.
+/// any local program: not a loopback one of a dynamically registered client. Never for a
+/// device verification: whoever started it may not be the user (RFC 8628 §5.4).
 fn may_skip_consent(client: &ClientRow, p: &PendingAuthRow) -> bool {
+    if crate::device::is_device_request(p) {
+        return false;
+    }
     let loopback = url::Url::parse(&p.redirect_uri)
         .ok()
         .and_then(|u| u.host_str().map(is_loopback_host))
@@ -187,8 +198,12 @@ fn may_skip_consent(client: &ClientRow, p: &PendingAuthRow) -> bool {
     !(loopback && client.registration_kind == RegistrationKind::Dynamic)
 }
 
-/// Our authorization code for the pending request, issued to `subject`.
+/// Our authorization code for the pending request, issued to `subject` (for a device
+/// verification: the device authorization approved for `subject`).
 async fn issue_for(s: &AppState, p: &PendingAuthRow, subject: &str) -> Response {
+    if crate::device::is_device_request(p) {
+        return crate::device::approve(s, p, subject).await;
+    }
     let redirect_sent = p
         .extra
         .get("redirect_uri_sent")
@@ -207,6 +222,15 @@ async fn issue_for(s: &AppState, p: &PendingAuthRow, subject: &str) -> Response 
         p.nonce.as_deref(),
     )
     .await
+}
+
+/// The user (or the upstream provider) refused: an error redirect to the client, or, for
+/// a device verification, the device authorization denied.
+async fn refuse(s: &AppState, p: &PendingAuthRow, code: ErrorCode, desc: &str) -> Response {
+    if crate::device::is_device_request(p) {
+        return crate::device::deny(s, p).await;
+    }
+    error_redirect(&s.config, &p.redirect_uri, p.state.as_deref(), code, desc)
 }
 
 fn store_error(e: crate::store::StoreError) -> Response {
@@ -287,7 +311,7 @@ fn client_name(client: &ClientRow) -> &str {
         .unwrap_or(&client.client_id)
 }
 
-fn with_csrf_cookie(s: &AppState, mut resp: Response, csrf: &str) -> Response {
+pub(crate) fn with_csrf_cookie(s: &AppState, mut resp: Response, csrf: &str) -> Response {
     set_cookie(s, &mut resp, CSRF_COOKIE, csrf, 600);
     resp
 }
@@ -306,6 +330,7 @@ pub(crate) fn render_consent(
     csrf: &str,
     error: Option<&str>,
 ) -> Response {
+    let device = crate::device::is_device_request(p);
     let host = url::Url::parse(&p.redirect_uri)
         .ok()
         .and_then(|u| {
@@ -353,6 +378,7 @@ pub(crate) fn render_consent(
         login,
         logout: &logout,
         error,
+        device,
     });
     with_csrf_cookie(s, resp, csrf)
 }
@@ -365,7 +391,7 @@ fn csrf_ok(s: &AppState, headers: &HeaderMap, p: &PendingAuthRow, csrf: &str) ->
     form_ok && cookie_ok && !p.csrf_hash.is_empty()
 }
 
-fn forged() -> Response {
+pub(crate) fn forged() -> Response {
     error_page(
         StatusCode::FORBIDDEN,
         "the form could not be verified (cookies disabled, or a forged request); start again from the application",
@@ -462,13 +488,13 @@ pub async fn decide(
     };
     if d.decision != "approve" {
         let _ = s.store.take_pending(tenant(&s), &pending.id, now).await;
-        return error_redirect(
-            &s.config,
-            &pending.redirect_uri,
-            pending.state.as_deref(),
+        return refuse(
+            &s,
+            &pending,
             ErrorCode::AccessDenied,
             "the user denied the request",
-        );
+        )
+        .await;
     }
     let Some(idp) = extra_str(&pending, "provider")
         .and_then(|id| provider(&s, id))
@@ -665,13 +691,15 @@ pub async fn upstream_callback(
     };
     if let Some(err) = q.get("error") {
         tracing::info!(error = %err, "the upstream provider refused the sign-in");
-        return finish(error_redirect(
-            &s.config,
-            &row.redirect_uri,
-            row.state.as_deref(),
-            ErrorCode::AccessDenied,
-            "the sign-in at the identity provider was not completed",
-        ));
+        return finish(
+            refuse(
+                &s,
+                &row,
+                ErrorCode::AccessDenied,
+                "the sign-in at the identity provider was not completed",
+            )
+            .await,
+        );
     }
     let Some(code) = q.get("code") else {
         return finish(error_page(

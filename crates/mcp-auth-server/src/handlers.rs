@@ -1,6 +1,7 @@
 //! The endpoints: metadata (RFC 8414, OIDC discovery), `/authorize` with login and consent,
 //! `/token`, `/register` (RFC 7591) and `/register/{client_id}` (RFC 7592), `/revoke`
-//! (RFC 7009), `/introspect` (RFC 7662), `/jwks`.
+//! (RFC 7009), `/introspect` (RFC 7662), `/jwks`. The device authorization grant's
+//! endpoints (RFC 8628) are in [`crate::device`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -125,7 +126,9 @@ pub fn metadata_document(c: &ServerConfig, oidc: bool) -> Value {
         "jwks_uri": c.endpoint("/jwks"),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", crate::device::DEVICE_CODE_GRANT],
+        // RFC 8628 §4.
+        "device_authorization_endpoint": c.endpoint("/device_authorization"),
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post", "private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "EdDSA"],
@@ -246,7 +249,7 @@ fn registered_redirects(c: &ClientRow) -> Vec<String> {
 
 // ---------------------------------------------------------------- scopes and resources
 
-fn check_scope(
+pub(crate) fn check_scope(
     s: &AppState,
     client: &ClientRow,
     requested: Option<&str>,
@@ -276,7 +279,7 @@ fn check_scope(
 
 /// RFC 8707 §2: an absolute URI without a fragment, and (when the server is configured with
 /// its resources) one of them.
-fn check_resource(
+pub(crate) fn check_resource(
     s: &AppState,
     resource: Option<&str>,
 ) -> Result<Option<String>, (ErrorCode, String)> {
@@ -742,7 +745,7 @@ fn token_json(v: Value) -> Response {
     r
 }
 
-fn client_allows_grant(client: &ClientRow, grant: &str) -> bool {
+pub(crate) fn client_allows_grant(client: &ClientRow, grant: &str) -> bool {
     match client.metadata.get("grant_types").and_then(Value::as_array) {
         Some(g) => g.iter().any(|x| x.as_str() == Some(grant)),
         // RFC 7591 §2: without grant_types a client uses the code grant; its refresh tokens
@@ -1263,6 +1266,9 @@ async fn token_inner(
             )
             .await
         }
+        crate::device::DEVICE_CODE_GRANT => {
+            crate::device::token_grant(s, &client, &form, binding.as_ref()).await
+        }
         "" => Err(OAuthError::invalid_request("grant_type is missing")),
         other => Err(OAuthError::new(
             ErrorCode::UnsupportedGrantType,
@@ -1334,7 +1340,10 @@ fn check_metadata(s: &AppState, body: Value) -> Result<CheckedMetadata, OAuthErr
     for g in &grants {
         if !matches!(
             g.as_str(),
-            "authorization_code" | "refresh_token" | "client_credentials"
+            "authorization_code"
+                | "refresh_token"
+                | "client_credentials"
+                | crate::device::DEVICE_CODE_GRANT
         ) {
             return Err(bad_metadata(format!("unsupported grant type {g}")));
         }

@@ -4,11 +4,21 @@
 //! its storage layer; the HTTP endpoints (authorize, token, registration, revocation, JWKS)
 //! are built on top of it.
 //!
+//! The device authorization grant (RFC 8628, [`device`]) serves devices without a browser
+//! (a CLI over SSH, a TV): `POST {issuer}/device_authorization` hands a client a
+//! `device_code` and a `user_code`; the user enters the code at `{issuer}/device` (the same
+//! login, session, consent and CSRF protections as `/authorize`, with a phishing warning;
+//! guesses rate limited and locked out per [`ratelimit::RateLimits`]); the client polls
+//! `/token` with `grant_type=urn:ietf:params:oauth:grant-type:device_code`. The codes live
+//! [`Ttls::device_code`] (`OAUTH_DEVICE_CODE_TTL`, default 600 s); the metadata advertises
+//! `device_authorization_endpoint`.
+//!
 //! A short tour of [`store`]:
 //! - [`store::Store`]: the one storage trait every backend implements. Every call names a
 //!   tenant, and the operations that must be atomic (single-use authorization codes, refresh
-//!   token rotation with reuse detection, single-use pending authorization requests) are one
-//!   call each, so the server never has to build them out of reads and writes.
+//!   token rotation with reuse detection, single-use pending authorization requests, device
+//!   authorization decisions and polls) are one call each, so the server never has to build
+//!   them out of reads and writes.
 //! - Row types ([`store::ClientRow`], [`store::CodeRow`], [`store::RefreshRow`], ...): secrets
 //!   are kept only as SHA-256 hashes made by [`store::hash_secret`], and never print.
 //! - [`store::MemoryStore`]: a backend for tests and single-process demos.
@@ -51,6 +61,7 @@
 
 pub mod cimd;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod flow;
 pub mod handlers;

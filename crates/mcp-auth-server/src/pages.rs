@@ -106,6 +106,9 @@ pub struct Consent<'a> {
     pub logout: &'a str,
     /// A login error to show.
     pub error: Option<&'a str>,
+    /// The request comes from the device authorization grant (RFC 8628): nothing is sent to
+    /// `redirect_host`, and the page warns about remote phishing (§5.4).
+    pub device: bool,
 }
 
 /// The login + consent page: who is asking, for what, and approve or deny. Works without
@@ -150,9 +153,28 @@ pub fn consent_page(c: &Consent<'_>) -> Response {
             "Allow".to_owned(),
         ),
     };
+    // RFC 8628 §5.4: a device request can be started by anyone who then sends the user the
+    // code; the page says so, instead of naming a redirect target (there is none).
+    let (redirect_note, phishing_warning) = if c.device {
+        (
+            String::new(),
+            "<p class=err role=note><strong>Only allow this if you started signing in on a device \
+of your own just now, and entered the code it shows.</strong> If someone sent you this code or \
+link, or asked you to enter it, choose Deny: they are trying to get into your account.</p>"
+                .to_owned(),
+        )
+    } else {
+        (
+            format!(
+                " After you decide, your browser goes to <strong>{}</strong>.",
+                esc(c.redirect_host)
+            ),
+            String::new(),
+        )
+    };
     let body = format!(
         "<main><h1>Authorize <em>{name}</em>?</h1><div class=box>\
-<p><strong>{name}</strong> <span class=muted>({id})</span> {registration}. After you decide, your browser goes to <strong>{host}</strong>.</p>\
+<p><strong>{name}</strong> <span class=muted>({id})</span> {registration}.{redirect_note}</p>{phishing_warning}\
 <p id=asks>It asks for:</p><ul aria-labelledby=asks>{scopes}</ul>{resource}{error}\
 <form method=post action=\"{action}\">\
 <input type=hidden name=pending value=\"{pending}\"><input type=hidden name=csrf value=\"{csrf}\">\
@@ -162,12 +184,57 @@ pub fn consent_page(c: &Consent<'_>) -> Response {
         name = esc(c.client_name),
         id = esc(c.client_id),
         registration = esc(c.registration),
-        host = esc(c.redirect_host),
         action = esc(c.action),
         pending = esc(c.pending_id),
         csrf = esc(c.csrf),
     );
     page(StatusCode::OK, "Authorize", &body)
+}
+
+/// The device verification page (RFC 8628 §3.3): the form where the user types the code
+/// their device shows, prefilled from `verification_uri_complete`. Works without
+/// JavaScript; the code field has a label.
+pub fn device_entry_page(
+    status: StatusCode,
+    action: &str,
+    csrf: &str,
+    user_code: &str,
+    error: Option<&str>,
+) -> Response {
+    let error = error
+        .map(|e| format!("<p class=err role=alert id=code-error>{}</p>", esc(e)))
+        .unwrap_or_default();
+    let described = if error.is_empty() {
+        "code-help"
+    } else {
+        "code-error code-help"
+    };
+    let body = format!(
+        "<main><h1>Connect a device</h1><div class=box>\
+<p>Enter the code shown on the device or application you are signing in to.</p>{error}\
+<form method=post action=\"{action}\"><input type=hidden name=csrf value=\"{csrf}\">\
+<label for=code>Code</label><input id=code type=text name=user_code value=\"{code}\" \
+autocomplete=off autocapitalize=characters spellcheck=false maxlength=32 required aria-describedby=\"{described}\">\
+<p class=muted id=code-help>It looks like <code>BCDF-GHJK</code>. Only enter a code from a device in front of you: \
+never one that someone sent you.</p>\
+<button type=submit class=primary>Continue</button></form></div></main>",
+        action = esc(action),
+        csrf = esc(csrf),
+        code = esc(user_code),
+    );
+    page(status, "Connect a device", &body)
+}
+
+/// The page after the user's decision on a device authorization.
+pub fn device_done_page(approved: bool) -> Response {
+    let body = if approved {
+        "<main><h1>Device connected</h1><div class=box><p role=status>Access was granted. \
+You may return to your device; it continues by itself. You can close this page.</p></div></main>"
+    } else {
+        "<main><h1>Access denied</h1><div class=box><p role=status>The device was not given access. \
+You can close this page.</p></div></main>"
+    };
+    page(StatusCode::OK, "Connect a device", body)
 }
 
 /// The provider-choice page: one button per identity provider.

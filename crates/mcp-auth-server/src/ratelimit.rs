@@ -1,6 +1,10 @@
 //! Per-client-address rate limits for `/register`, `/token` and the login form: a token
 //! bucket per IP address. Requests without a known peer address (in-process tests that do
 //! not use `into_make_service_with_connect_info`) are not limited.
+//!
+//! The device verification page (RFC 8628 §5.1, brute forcing of user codes) is limited per
+//! address and for the whole tenant (a [`Limiter`] with one bucket, [`Limiter::check_all`]),
+//! and an address that enters too many wrong codes is locked out ([`Lockouts`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -31,6 +35,23 @@ pub struct RateLimits {
     pub token: Option<Quota>,
     /// `POST /authorize` (password attempts).
     pub login: Option<Quota>,
+    /// User codes entered on the device verification page (`POST /device`), per client
+    /// address (RFC 8628 §5.1).
+    pub device_verification: Option<Quota>,
+    /// User codes entered on the device verification page, all addresses together: bounds
+    /// the guesses of an attacker with many addresses (RFC 8628 §5.1).
+    pub device_verification_global: Option<Quota>,
+    /// Wrong user codes an address may enter before it is locked out.
+    pub device_lockout: Option<Lockout>,
+}
+
+/// "After `failures` wrong entries within `duration`, refuse the address for `duration`."
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lockout {
+    /// Wrong entries allowed; the last one locks.
+    pub failures: u32,
+    /// The window the failures are counted in, and how long the lock lasts.
+    pub duration: Duration,
 }
 
 impl Default for RateLimits {
@@ -48,6 +69,18 @@ impl Default for RateLimits {
                 per_minute: 20,
                 burst: 10,
             }),
+            device_verification: Some(Quota {
+                per_minute: 10,
+                burst: 5,
+            }),
+            device_verification_global: Some(Quota {
+                per_minute: 600,
+                burst: 100,
+            }),
+            device_lockout: Some(Lockout {
+                failures: 10,
+                duration: Duration::from_secs(15 * 60),
+            }),
         }
     }
 }
@@ -59,6 +92,9 @@ impl RateLimits {
             register: None,
             token: None,
             login: None,
+            device_verification: None,
+            device_verification_global: None,
+            device_lockout: None,
         }
     }
 }
@@ -109,6 +145,78 @@ impl Limiter {
         } else {
             Err(Duration::from_secs_f64((1.0 - e.tokens) / rate))
         }
+    }
+}
+
+impl Limiter {
+    /// [`check`](Self::check) for everyone together: one bucket for all addresses.
+    pub fn check_all(&self, now: Instant) -> Result<(), Duration> {
+        self.check(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), now)
+    }
+}
+
+#[derive(Debug)]
+struct Failures {
+    count: u32,
+    since: Instant,
+    locked_until: Option<Instant>,
+}
+
+/// Counts wrong entries per address and locks an address out once it reaches
+/// [`Lockout::failures`] within [`Lockout::duration`].
+#[derive(Debug, Clone)]
+pub struct Lockouts {
+    policy: Lockout,
+    seen: Arc<Mutex<HashMap<IpAddr, Failures>>>,
+}
+
+impl Lockouts {
+    /// A tracker for `policy`.
+    pub fn new(policy: Lockout) -> Self {
+        Self {
+            policy,
+            seen: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Failures>> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `Err(how long)` while `ip` is locked out.
+    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        match self.lock().get(&ip).and_then(|f| f.locked_until) {
+            Some(until) if now < until => Err(until - now),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a wrong entry from `ip`; returns whether `ip` is now locked out.
+    pub fn fail(&self, ip: IpAddr, now: Instant) -> bool {
+        let mut seen = self.lock();
+        if seen.len() > 100_000 {
+            let d = self.policy.duration;
+            seen.retain(|_, f| now.duration_since(f.since) < d || f.locked_until > Some(now));
+        }
+        let f = seen.entry(ip).or_insert(Failures {
+            count: 0,
+            since: now,
+            locked_until: None,
+        });
+        if now.duration_since(f.since) >= self.policy.duration {
+            *f = Failures {
+                count: 0,
+                since: now,
+                locked_until: f.locked_until.filter(|u| now < *u),
+            };
+        }
+        f.count = f.count.saturating_add(1);
+        if f.count >= self.policy.failures.max(1) {
+            f.locked_until = Some(now + self.policy.duration);
+        }
+        f.locked_until.is_some_and(|u| now < u)
     }
 }
 
@@ -164,5 +272,41 @@ mod tests {
             "one per second comes back"
         );
         assert!(l.check(ip, t0 + Duration::from_millis(1100)).is_err());
+    }
+
+    #[test]
+    fn global_bucket_is_shared_by_every_caller() {
+        let l = Limiter::new(Quota {
+            per_minute: 60,
+            burst: 2,
+        });
+        let t0 = Instant::now();
+        assert!(l.check_all(t0).is_ok());
+        assert!(l.check_all(t0).is_ok());
+        assert!(l.check_all(t0).is_err());
+    }
+
+    #[test]
+    fn lockout_after_n_failures_then_released() {
+        let policy = Lockout {
+            failures: 3,
+            duration: Duration::from_secs(60),
+        };
+        let l = Lockouts::new(policy);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        let t0 = Instant::now();
+        assert!(!l.fail(ip, t0));
+        assert!(!l.fail(ip, t0 + Duration::from_secs(1)));
+        assert!(l.check(ip, t0 + Duration::from_secs(1)).is_ok());
+        assert!(l.fail(ip, t0 + Duration::from_secs(2)), "the third locks");
+        let wait = l.check(ip, t0 + Duration::from_secs(3)).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(59));
+        assert!(l.check(other, t0 + Duration::from_secs(3)).is_ok());
+        assert!(l.check(ip, t0 + Duration::from_secs(62)).is_ok());
+        // Failures spread wider than the window never lock.
+        for i in 0..5 {
+            assert!(!l.fail(other, t0 + Duration::from_secs(100 + 61 * i)));
+        }
     }
 }

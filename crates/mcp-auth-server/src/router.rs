@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::State;
 use axum::handler::Handler;
 use axum::routing::{MethodRouter, get, post};
 
@@ -10,6 +11,7 @@ use crate::ratelimit::{Limiter, Quota};
 
 use crate::cimd::DocumentFetcher;
 use crate::config::ServerConfig;
+use crate::device;
 use crate::flow;
 use crate::handlers::{self, AbortOnDrop, AppState};
 use crate::keys::{KeyError, Keys};
@@ -130,6 +132,18 @@ impl AuthorizationServer {
                 get(handlers::authorize).post(limited(flow::decide, limits.login)),
             )
             .route(&p("/authorize/provider"), post(flow::choose_provider))
+            .route(
+                &p("/device_authorization"),
+                limited(device::device_authorization, limits.token).layer(cors()),
+            )
+            .route(&p("/device"), {
+                let guard = device::VerificationGuard::new(&limits);
+                get(device::verification_form).post(
+                    move |state: State<AppState>, req: axum::extract::Request| {
+                        device::verification_submit(state, guard.clone(), req)
+                    },
+                )
+            })
             .route(&p("/oauth/callback"), get(flow::upstream_callback))
             .route(&p("/logout"), get(flow::logout_form).post(flow::logout))
             .route(

@@ -30,6 +30,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "sessions and upstream tokens",
         sql: include_str!("../migrations/0002_sessions_upstream.sql"),
     },
+    Migration {
+        version: 3,
+        name: "device authorizations",
+        sql: include_str!("../migrations/0003_device.sql"),
+    },
 ];
 
 /// The first key of the advisory lock serializing migrations ("mcpa"); the second is a hash

@@ -10,9 +10,11 @@ use deadpool_postgres::{
     TimeoutType,
 };
 use mcp_auth_server::store::{
-    ClientRow, CodeRow, ConsentRow, NewRefresh, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS,
-    RefreshRow, RegistrationKind, Rotate, SessionRow, SigningKeyRow, Store, StoreError, TakeCode,
-    UpstreamRow, UserRow, check_refresh_successor, check_upstream_swap, spawn_sweeper, unix_now,
+    ClientRow, CodeRow, ConsentRow, DeviceAuthRow, DeviceDecision, DevicePoll, DeviceStatus,
+    NewRefresh, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS, RefreshRow, RegistrationKind,
+    Rotate, SessionRow, SigningKeyRow, Store, StoreError, TakeCode, UpstreamRow, UserRow,
+    check_refresh_successor, check_upstream_swap, device_decide_step, device_poll_step,
+    spawn_sweeper, unix_now,
 };
 use tokio::task::JoinHandle;
 use tokio::time::error::Elapsed;
@@ -367,6 +369,79 @@ macro_rules! upstream_cols {
     };
 }
 
+macro_rules! device_cols {
+    () => {
+        "tenant, device_code_hash, user_code_hash, client_id, scope, resource, interval_secs, \
+         status, subject, granted_scope, last_poll, created_at, expires_at"
+    };
+}
+
+fn device_row(r: &Row) -> Result<DeviceAuthRow, StoreError> {
+    let status = get_str(r, "status")?;
+    Ok(DeviceAuthRow {
+        tenant: get_str(r, "tenant")?,
+        device_code_hash: get_str(r, "device_code_hash")?,
+        user_code_hash: get_str(r, "user_code_hash")?,
+        client_id: get_str(r, "client_id")?,
+        scope: get_str(r, "scope")?,
+        resource: get_opt_str(r, "resource")?,
+        interval: get_u64(r, "interval_secs")?,
+        status: DeviceStatus::from_name(&status).ok_or_else(|| StoreError::Corrupt {
+            what: "status",
+            source: format!("unknown device authorization status {status:?}").into(),
+        })?,
+        subject: get_opt_str(r, "subject")?,
+        granted_scope: get_opt_str(r, "granted_scope")?,
+        last_poll: get_opt_u64(r, "last_poll")?,
+        created_at: get_u64(r, "created_at")?,
+        expires_at: get_u64(r, "expires_at")?,
+    })
+}
+
+/// The device authorization under `device_code_hash`, locked (`FOR UPDATE`) until the
+/// caller's transaction ends: a concurrent poll or decision waits, then reads what this one
+/// wrote.
+async fn lock_device(
+    c: &impl GenericClient,
+    tenant: &str,
+    device_code_hash: &str,
+) -> Result<Option<DeviceAuthRow>, StoreError> {
+    query_opt(
+        c,
+        concat!(
+            "SELECT ",
+            device_cols!(),
+            " FROM device_authorizations WHERE tenant = $1 AND device_code_hash = $2 \
+             FOR UPDATE"
+        ),
+        &[&tenant, &device_code_hash],
+    )
+    .await?
+    .as_ref()
+    .map(device_row)
+    .transpose()
+}
+
+/// Writes back the changing fields of a device authorization.
+async fn update_device(c: &impl GenericClient, row: &DeviceAuthRow) -> Result<(), StoreError> {
+    execute(
+        c,
+        "UPDATE device_authorizations SET interval_secs = $1, status = $2, subject = $3, \
+         granted_scope = $4, last_poll = $5 WHERE tenant = $6 AND device_code_hash = $7",
+        &[
+            &int(row.interval),
+            &row.status.as_str(),
+            &row.subject,
+            &row.granted_scope,
+            &opt_int(row.last_poll),
+            &row.tenant,
+            &row.device_code_hash,
+        ],
+    )
+    .await
+    .map(drop)
+}
+
 fn client_row(r: &Row) -> Result<ClientRow, StoreError> {
     let kind = get_str(r, "registration_kind")?;
     Ok(ClientRow {
@@ -717,6 +792,7 @@ impl Store for PostgresStore {
                 "DELETE FROM codes WHERE tenant = $1 AND client_id = $2",
                 "DELETE FROM refresh_tokens WHERE tenant = $1 AND client_id = $2",
                 "DELETE FROM pending_authorizations WHERE tenant = $1 AND client_id = $2",
+                "DELETE FROM device_authorizations WHERE tenant = $1 AND client_id = $2",
                 "DELETE FROM consents WHERE tenant = $1 AND client_id = $2",
             ] {
                 execute(&tx, sql, &[&tenant, &client_id]).await?;
@@ -1431,6 +1507,114 @@ impl Store for PostgresStore {
         })
     }
 
+    async fn put_device(&self, row: &DeviceAuthRow) -> Result<(), StoreError> {
+        with_conn!(self, |c| {
+            let tx = c.transaction().await.map_err(backend)?;
+            // An expired request gives up its user code; an unexpired one keeps it, and the
+            // unique index refuses the insert (also against a concurrent put).
+            execute(
+                &tx,
+                "DELETE FROM device_authorizations \
+                 WHERE tenant = $1 AND user_code_hash = $2 AND expires_at <= $3",
+                &[&row.tenant, &row.user_code_hash, &int(row.created_at)],
+            )
+            .await?;
+            insert(
+                &tx,
+                "device authorization",
+                concat!(
+                    "INSERT INTO device_authorizations (",
+                    device_cols!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+                ),
+                &[
+                    &row.tenant,
+                    &row.device_code_hash,
+                    &row.user_code_hash,
+                    &row.client_id,
+                    &row.scope,
+                    &row.resource,
+                    &int(row.interval),
+                    &row.status.as_str(),
+                    &row.subject,
+                    &row.granted_scope,
+                    &opt_int(row.last_poll),
+                    &int(row.created_at),
+                    &int(row.expires_at),
+                ],
+            )
+            .await?;
+            tx.commit().await.map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    async fn get_device_by_user_code(
+        &self,
+        tenant: &str,
+        user_code_hash: &str,
+        now: u64,
+    ) -> Result<Option<DeviceAuthRow>, StoreError> {
+        with_conn!(self, |c| {
+            query_opt(
+                &*c,
+                concat!(
+                    "SELECT ",
+                    device_cols!(),
+                    " FROM device_authorizations WHERE tenant = $1 AND user_code_hash = $2 \
+                     AND expires_at > $3"
+                ),
+                &[&tenant, &user_code_hash, &int(now)],
+            )
+            .await?
+            .as_ref()
+            .map(device_row)
+            .transpose()
+        })
+    }
+
+    async fn decide_device(
+        &self,
+        tenant: &str,
+        device_code_hash: &str,
+        decision: &DeviceDecision,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        with_conn!(self, |c| {
+            let tx = c.transaction().await.map_err(backend)?;
+            let Some(row) = lock_device(&tx, tenant, device_code_hash).await? else {
+                return Ok(false);
+            };
+            let Some(next) = device_decide_step(&row, decision, now) else {
+                return Ok(false);
+            };
+            update_device(&tx, &next).await?;
+            tx.commit().await.map_err(backend)?;
+            Ok(true)
+        })
+    }
+
+    async fn poll_device(
+        &self,
+        tenant: &str,
+        device_code_hash: &str,
+        client_id: &str,
+        now: u64,
+    ) -> Result<DevicePoll, StoreError> {
+        with_conn!(self, |c| {
+            let tx = c.transaction().await.map_err(backend)?;
+            let Some(row) = lock_device(&tx, tenant, device_code_hash).await? else {
+                return Ok(DevicePoll::Missing);
+            };
+            let (answer, next) = device_poll_step(&row, client_id, now);
+            if let Some(next) = next {
+                update_device(&tx, &next).await?;
+                tx.commit().await.map_err(backend)?;
+            }
+            Ok(answer)
+        })
+    }
+
     async fn sweep(&self, now: u64) -> Result<usize, StoreError> {
         with_conn!(self, |c| {
             let tx = c.transaction().await.map_err(backend)?;
@@ -1445,6 +1629,7 @@ impl Store for PostgresStore {
                 "DELETE FROM pending_authorizations WHERE expires_at <= $1",
                 "DELETE FROM sessions WHERE expires_at <= $1",
                 "DELETE FROM upstream_tokens WHERE expires_at <= $1",
+                "DELETE FROM device_authorizations WHERE expires_at <= $1",
             ] {
                 total += count(execute(&tx, sql, &[&int(now)]).await?);
             }

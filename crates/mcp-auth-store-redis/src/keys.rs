@@ -120,6 +120,16 @@ impl TenantKeys {
     pub(crate) fn upstream(&self, account: &str) -> String {
         self.join("upstream:", account)
     }
+
+    /// A device authorization (RFC 8628), by the hash of its device code.
+    pub(crate) fn device(&self, device_code_hash: &str) -> String {
+        self.join("device:", device_code_hash)
+    }
+
+    /// The pointer from the hash of a user code to its device authorization's key.
+    pub(crate) fn device_user(&self, user_code_hash: &str) -> String {
+        self.join("device-user:", user_code_hash)
+    }
 }
 
 #[cfg(test)]
@@ -144,5 +154,6 @@ mod tests {
         assert_ne!(t.consents(), t.by_subject(""));
         assert!(!t.consents().starts_with(&t.consent("", "")));
         assert_ne!(t.by_subject("a:b"), t.by_subject("a"));
+        assert!(!t.device_user("x").starts_with(&t.device("")));
     }
 }

@@ -47,6 +47,8 @@
 //! | `by-subject:{subject}` | set: the keys of a user's consents, for [`Store::list_consents`] of one user |
 //! | `by-client:{client_id}` | set: the codes, refresh tokens, pending requests and consents of a client, for the cascade of [`Store::delete_client`] (RFC 7592 §2.3) and [`Store::revoke_client_grants`] |
 //! | `session:{session_hash}` | a login session |
+//! | `device:{device_code_hash}` | a device authorization (RFC 8628): the row as first stored in `row`, and what changes in `status`, `subject`, `granted`, `interval`, `last` (the last poll), decided and polled in scripts |
+//! | `device-user:{user_code_hash}` | the key of the device authorization with that user code (`dev`); expires with it (key TTL only, not in the expiry index) |
 //! | `upstream:{account}` | an account's sealed upstream tokens; `ver` = its version, compared by [`Store::swap_upstream`] in a script |
 //!
 //! and one key per store, `{prefix}expiry`: a sorted set of every row that expires,

@@ -368,3 +368,102 @@ return row
 "#
     ))
 });
+
+/// Stores a device authorization and the pointer from its user code. KEYS: device row,
+/// user code pointer, expiry index, client set. ARGV: created_at, exp, ttl, row JSON,
+/// client ID, status, interval. A user code held by an unexpired request (at `created_at`)
+/// refuses; one held by an expired request is taken over and that request dropped.
+/// Returns `conflict` or `ok`.
+pub(crate) static PUT_DEVICE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(lua!(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'conflict' end
+local held = redis.call('HGET', KEYS[2], 'dev')
+if held then
+  local hexp = redis.call('HGET', held, 'exp')
+  if hexp then
+    if tonumber(ARGV[1]) < tonumber(hexp) then return 'conflict' end
+    drop(held, KEYS[3])
+  end
+end
+redis.call('HSET', KEYS[1], 'row', ARGV[4], 'exp', ARGV[2], 'client', ARGV[5],
+  'cidx', KEYS[4], 'status', ARGV[6], 'interval', ARGV[7])
+set_expiry(KEYS[1], KEYS[3], ARGV[2], ARGV[3])
+index_add(KEYS[4], KEYS[1], ARGV[3])
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[2], 'dev', KEYS[1], 'client', ARGV[5], 'cidx', KEYS[4])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+index_add(KEYS[4], KEYS[2], ARGV[3])
+return 'ok'
+"#
+    ))
+});
+
+/// The device authorization a user code points to, unless expired. KEYS: user code
+/// pointer. ARGV: now. Returns `{row, status, subject, granted, interval, last}` (absent
+/// fields nil), or nil.
+pub(crate) static DEVICE_BY_USER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local dev = redis.call('HGET', KEYS[1], 'dev')
+if not dev then return false end
+local v = redis.call('HMGET', dev, 'row', 'exp', 'status', 'subject', 'granted', 'interval',
+  'last')
+if not v[1] or tonumber(ARGV[1]) >= tonumber(v[2]) then return false end
+return {v[1], v[3], v[4], v[5], v[6], v[7]}
+"#,
+    )
+});
+
+/// Records a decision on a pending, unexpired device authorization. KEYS: device row.
+/// ARGV: now, `approved` or `denied`, subject, granted scope. Returns 1 when recorded.
+pub(crate) static DECIDE_DEVICE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local v = redis.call('HMGET', KEYS[1], 'exp', 'status')
+if not v[1] or v[2] ~= 'pending' or tonumber(ARGV[1]) >= tonumber(v[1]) then return 0 end
+if ARGV[2] == 'approved' then
+  redis.call('HSET', KEYS[1], 'status', 'approved', 'subject', ARGV[3], 'granted', ARGV[4])
+else
+  redis.call('HSET', KEYS[1], 'status', 'denied')
+end
+return 1
+"#,
+    )
+});
+
+/// One poll of a device authorization (RFC 8628 §3.5), as `device_poll_step` of the server
+/// crate decides it. KEYS: device row. ARGV: now, client ID, slow-down step. Returns
+/// `{'missing'}`, `{'wrong_client'}`, `{'expired'}`, `{'pending', interval}`,
+/// `{'slow_down', interval}`, `{'denied'}`, `{'consumed'}`, or, to the one poll that
+/// consumes an approval, `{'approved', row, status, subject, granted, interval, last}`
+/// (as they were before the poll).
+pub(crate) static POLL_DEVICE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local v = redis.call('HMGET', KEYS[1], 'row', 'exp', 'client', 'status', 'subject',
+  'granted', 'interval', 'last')
+if not v[1] then return {'missing'} end
+if v[3] ~= ARGV[2] then return {'wrong_client'} end
+local now = tonumber(ARGV[1])
+if now >= tonumber(v[2]) then return {'expired'} end
+local status = v[4]
+if status == 'pending' then
+  local interval = tonumber(v[7])
+  if v[8] and now < tonumber(v[8]) + interval then
+    interval = interval + tonumber(ARGV[3])
+    redis.call('HSET', KEYS[1], 'interval', string.format('%d', interval), 'last', ARGV[1])
+    return {'slow_down', string.format('%d', interval)}
+  end
+  redis.call('HSET', KEYS[1], 'last', ARGV[1])
+  return {'pending', v[7]}
+elseif status == 'approved' then
+  redis.call('HSET', KEYS[1], 'status', 'consumed', 'last', ARGV[1])
+  return {'approved', v[1], v[4], v[5], v[6], v[7], v[8]}
+elseif status == 'denied' then
+  return {'denied'}
+end
+return {'consumed'}
+"#,
+    )
+});

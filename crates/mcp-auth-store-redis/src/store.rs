@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mcp_auth_server::store::{
-    ClientRow, CodeRow, ConsentRow, NewRefresh, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS,
-    RefreshRow, Rotate, SessionRow, SigningKeyRow, Store, StoreError, TakeCode, UpstreamRow,
+    ClientRow, CodeRow, ConsentRow, DeviceAuthRow, DeviceDecision, DevicePoll, DeviceStatus,
+    NewRefresh, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS, RefreshRow, Rotate,
+    SLOW_DOWN_STEP_SECS, SessionRow, SigningKeyRow, Store, StoreError, TakeCode, UpstreamRow,
     UserRow, check_refresh_successor, check_upstream_swap, spawn_sweeper, unix_now,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -324,6 +325,30 @@ fn parse_u64(what: &'static str, s: &str) -> Result<u64, StoreError> {
         what,
         source: Box::new(e),
     })
+}
+
+/// A device authorization from a script's answer: the row JSON as first stored, with the
+/// fields that change since (`[json, status, subject, granted, interval, last]`).
+fn device_from(fields: &[Option<String>]) -> Result<DeviceAuthRow, StoreError> {
+    let corrupt = |m: &str| StoreError::Corrupt {
+        what: "device authorization",
+        source: m.to_owned().into(),
+    };
+    let [json, status, subject, granted, interval, last] = fields else {
+        return Err(corrupt("wrong number of fields"));
+    };
+    let json = json.as_deref().ok_or_else(|| corrupt("no row"))?;
+    let mut row: DeviceAuthRow = decode("device authorization", json)?;
+    let status = status.as_deref().unwrap_or("");
+    row.status = DeviceStatus::from_name(status).ok_or_else(|| corrupt("unknown status"))?;
+    row.subject = subject.clone();
+    row.granted_scope = granted.clone();
+    row.interval = parse_u64("interval", interval.as_deref().unwrap_or(""))?;
+    row.last_poll = last
+        .as_deref()
+        .map(|l| parse_u64("last poll", l))
+        .transpose()?;
+    Ok(row)
 }
 
 /// The fields of a refresh token row.
@@ -935,6 +960,102 @@ impl Store for RedisStore {
             .key(self.keys.expiry());
         let json: Option<String> = self.script("delete_upstream", &inv).await?;
         json.map(|j| decode("upstream tokens", &j)).transpose()
+    }
+
+    async fn put_device(&self, row: &DeviceAuthRow) -> Result<(), StoreError> {
+        let t = self.keys.tenant(&row.tenant);
+        let json = encode("device authorization", row)?;
+        let mut inv = scripts::PUT_DEVICE.prepare_invoke();
+        inv.key(t.device(&row.device_code_hash))
+            .key(t.device_user(&row.user_code_hash))
+            .key(self.keys.expiry())
+            .key(t.by_client(&row.client_id))
+            .arg(row.created_at.to_string())
+            .arg(row.expires_at.to_string())
+            .arg(self.ttl(row.expires_at).to_string())
+            .arg(json)
+            .arg(&row.client_id)
+            .arg(row.status.as_str())
+            .arg(row.interval.to_string());
+        let answer: String = self.script("put_device", &inv).await?;
+        match answer.as_str() {
+            "ok" => Ok(()),
+            "conflict" => Err(StoreError::Conflict("device authorization")),
+            _ => Err(self.unexpected("put_device", answer)),
+        }
+    }
+
+    async fn get_device_by_user_code(
+        &self,
+        tenant: &str,
+        user_code_hash: &str,
+        now: u64,
+    ) -> Result<Option<DeviceAuthRow>, StoreError> {
+        let mut inv = scripts::DEVICE_BY_USER.prepare_invoke();
+        inv.key(self.keys.tenant(tenant).device_user(user_code_hash))
+            .arg(now.to_string());
+        let fields: Option<Vec<Option<String>>> =
+            self.script("get_device_by_user_code", &inv).await?;
+        fields.map(|f| device_from(&f)).transpose()
+    }
+
+    async fn decide_device(
+        &self,
+        tenant: &str,
+        device_code_hash: &str,
+        decision: &DeviceDecision,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let mut inv = scripts::DECIDE_DEVICE.prepare_invoke();
+        inv.key(self.keys.tenant(tenant).device(device_code_hash))
+            .arg(now.to_string());
+        match decision {
+            DeviceDecision::Approve { subject, scope } => {
+                inv.arg("approved").arg(subject).arg(scope);
+            }
+            DeviceDecision::Deny => {
+                inv.arg("denied").arg("").arg("");
+            }
+        }
+        let decided: i64 = self.script("decide_device", &inv).await?;
+        Ok(decided == 1)
+    }
+
+    async fn poll_device(
+        &self,
+        tenant: &str,
+        device_code_hash: &str,
+        client_id: &str,
+        now: u64,
+    ) -> Result<DevicePoll, StoreError> {
+        let mut inv = scripts::POLL_DEVICE.prepare_invoke();
+        inv.key(self.keys.tenant(tenant).device(device_code_hash))
+            .arg(now.to_string())
+            .arg(client_id)
+            .arg(SLOW_DOWN_STEP_SECS.to_string());
+        let answer: Vec<Option<String>> = self.script("poll_device", &inv).await?;
+        let interval = |v: Option<&Option<String>>| {
+            parse_u64("interval", v.and_then(Option::as_deref).unwrap_or(""))
+        };
+        let kind = answer.first().and_then(Option::as_deref).unwrap_or("");
+        Ok(match kind {
+            "missing" => DevicePoll::Missing,
+            "wrong_client" => DevicePoll::WrongClient,
+            "expired" => DevicePoll::Expired,
+            "denied" => DevicePoll::Denied,
+            "consumed" => DevicePoll::Consumed,
+            "pending" => DevicePoll::Pending {
+                interval: interval(answer.get(1))?,
+            },
+            "slow_down" => DevicePoll::SlowDown {
+                interval: interval(answer.get(1))?,
+            },
+            "approved" => {
+                let row = device_from(answer.get(1..).unwrap_or_default())?;
+                DevicePoll::Approved(Box::new(row))
+            }
+            _ => return Err(self.unexpected("poll_device", answer)),
+        })
     }
 
     async fn sweep(&self, now: u64) -> Result<usize, StoreError> {

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mcp_auth_server::store::{
-    ClientRow, CodeRow, ConsentRow, NewRefresh, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS,
-    RefreshRow, RegistrationKind, Rotate, SessionRow, SigningKeyRow, Store, StoreError, TakeCode,
-    UpstreamRow, UserRow, check_refresh_successor, check_upstream_swap, spawn_sweeper, unix_now,
+    ClientRow, CodeRow, ConsentRow, DeviceAuthRow, DeviceDecision, DevicePoll, DeviceStatus,
+    NewRefresh, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS, RefreshRow, RegistrationKind,
+    Rotate, SessionRow, SigningKeyRow, Store, StoreError, TakeCode, UpstreamRow, UserRow,
+    check_refresh_successor, check_upstream_swap, device_decide_step, device_poll_step,
+    spawn_sweeper, unix_now,
 };
 use mcp_auth_types::SecretString;
 use rusqlite::{Connection, ErrorCode, Params, Row, params};
@@ -203,6 +205,74 @@ macro_rules! upstream_cols {
     () => {
         "tenant, account, provider, sealed, version, created_at, updated_at, expires_at"
     };
+}
+
+macro_rules! device_cols {
+    () => {
+        "tenant, device_code_hash, user_code_hash, client_id, scope, resource, interval_secs, \
+         status, subject, granted_scope, last_poll, created_at, expires_at"
+    };
+}
+
+fn device_row(r: &Row<'_>) -> Result<DeviceAuthRow, StoreError> {
+    let status = get_str(r, "status")?;
+    Ok(DeviceAuthRow {
+        tenant: get_str(r, "tenant")?,
+        device_code_hash: get_str(r, "device_code_hash")?,
+        user_code_hash: get_str(r, "user_code_hash")?,
+        client_id: get_str(r, "client_id")?,
+        scope: get_str(r, "scope")?,
+        resource: get_opt_str(r, "resource")?,
+        interval: get_u64(r, "interval_secs")?,
+        status: DeviceStatus::from_name(&status).ok_or_else(|| StoreError::Corrupt {
+            what: "status",
+            source: format!("unknown device authorization status {status:?}").into(),
+        })?,
+        subject: get_opt_str(r, "subject")?,
+        granted_scope: get_opt_str(r, "granted_scope")?,
+        last_poll: get_opt_u64(r, "last_poll")?,
+        created_at: get_u64(r, "created_at")?,
+        expires_at: get_u64(r, "expires_at")?,
+    })
+}
+
+/// The device authorization under `device_code_hash`, expired or not, inside the caller's
+/// transaction.
+fn device_in(
+    c: &Connection,
+    tenant: &str,
+    device_code_hash: &str,
+) -> Result<Option<DeviceAuthRow>, StoreError> {
+    query_opt(
+        c,
+        concat!(
+            "SELECT ",
+            device_cols!(),
+            " FROM device_authorizations WHERE tenant = ? AND device_code_hash = ?"
+        ),
+        params![tenant, device_code_hash],
+        device_row,
+    )
+}
+
+/// Writes back the changing fields of a device authorization, inside the caller's
+/// transaction.
+fn update_device_in(c: &Connection, row: &DeviceAuthRow) -> Result<(), StoreError> {
+    execute(
+        c,
+        "UPDATE device_authorizations SET interval_secs = ?, status = ?, subject = ?, \
+         granted_scope = ?, last_poll = ? WHERE tenant = ? AND device_code_hash = ?",
+        params![
+            int(row.interval),
+            row.status.as_str(),
+            row.subject,
+            row.granted_scope,
+            row.last_poll.map(int),
+            row.tenant,
+            row.device_code_hash,
+        ],
+    )
+    .map(drop)
 }
 
 fn client_row(r: &Row<'_>) -> Result<ClientRow, StoreError> {
@@ -522,6 +592,7 @@ impl Store for SqliteStore {
                     "DELETE FROM codes WHERE tenant = ? AND client_id = ?",
                     "DELETE FROM refresh_tokens WHERE tenant = ? AND client_id = ?",
                     "DELETE FROM pending_authorizations WHERE tenant = ? AND client_id = ?",
+                    "DELETE FROM device_authorizations WHERE tenant = ? AND client_id = ?",
                     "DELETE FROM consents WHERE tenant = ? AND client_id = ?",
                 ] {
                     execute(c, sql, params![tenant, client_id])?;
@@ -1217,6 +1288,123 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn put_device(&self, row: &DeviceAuthRow) -> Result<(), StoreError> {
+        let row = row.clone();
+        self.engine
+            .write(Steps::Many, move |c| {
+                // An expired request gives up its user code (the unique index would refuse
+                // the new row otherwise); an unexpired one keeps it, and the insert fails.
+                execute(
+                    c,
+                    "DELETE FROM device_authorizations \
+                     WHERE tenant = ? AND user_code_hash = ? AND expires_at <= ?",
+                    params![row.tenant, row.user_code_hash, int(row.created_at)],
+                )?;
+                c.prepare_cached(concat!(
+                    "INSERT INTO device_authorizations (",
+                    device_cols!(),
+                    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ))
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        row.tenant,
+                        row.device_code_hash,
+                        row.user_code_hash,
+                        row.client_id,
+                        row.scope,
+                        row.resource,
+                        int(row.interval),
+                        row.status.as_str(),
+                        row.subject,
+                        row.granted_scope,
+                        row.last_poll.map(int),
+                        int(row.created_at),
+                        int(row.expires_at),
+                    ])
+                })
+                .map_err(insert_error("device authorization"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get_device_by_user_code(
+        &self,
+        tenant: &str,
+        user_code_hash: &str,
+        now: u64,
+    ) -> Result<Option<DeviceAuthRow>, StoreError> {
+        let (tenant, user_code_hash) = (tenant.to_owned(), user_code_hash.to_owned());
+        self.engine
+            .read(move |c| {
+                query_opt(
+                    c,
+                    concat!(
+                        "SELECT ",
+                        device_cols!(),
+                        " FROM device_authorizations WHERE tenant = ? AND user_code_hash = ? \
+                         AND expires_at > ?"
+                    ),
+                    params![tenant, user_code_hash, int(now)],
+                    device_row,
+                )
+            })
+            .await
+    }
+
+    async fn decide_device(
+        &self,
+        tenant: &str,
+        device_code_hash: &str,
+        decision: &DeviceDecision,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let (tenant, hash, decision) = (
+            tenant.to_owned(),
+            device_code_hash.to_owned(),
+            decision.clone(),
+        );
+        // Read, decide and write in one job of the writer, under the write lock: no other
+        // decision or poll, in this process or another, comes between.
+        self.engine
+            .write(Steps::Many, move |c| {
+                let Some(row) = device_in(c, &tenant, &hash)? else {
+                    return Ok(false);
+                };
+                match device_decide_step(&row, &decision, now) {
+                    Some(next) => update_device_in(c, &next).map(|()| true),
+                    None => Ok(false),
+                }
+            })
+            .await
+    }
+
+    async fn poll_device(
+        &self,
+        tenant: &str,
+        device_code_hash: &str,
+        client_id: &str,
+        now: u64,
+    ) -> Result<DevicePoll, StoreError> {
+        let (tenant, hash, client_id) = (
+            tenant.to_owned(),
+            device_code_hash.to_owned(),
+            client_id.to_owned(),
+        );
+        self.engine
+            .write(Steps::Many, move |c| {
+                let Some(row) = device_in(c, &tenant, &hash)? else {
+                    return Ok(DevicePoll::Missing);
+                };
+                let (answer, next) = device_poll_step(&row, &client_id, now);
+                if let Some(next) = next {
+                    update_device_in(c, &next)?;
+                }
+                Ok(answer)
+            })
+            .await
+    }
+
     async fn sweep(&self, now: u64) -> Result<usize, StoreError> {
         self.engine
             .write(Steps::Many, move |c| {
@@ -1231,6 +1419,7 @@ impl Store for SqliteStore {
                     "DELETE FROM pending_authorizations WHERE expires_at <= ?",
                     "DELETE FROM sessions WHERE expires_at <= ?",
                     "DELETE FROM upstream_tokens WHERE expires_at <= ?",
+                    "DELETE FROM device_authorizations WHERE expires_at <= ?",
                 ] {
                     total += execute(c, sql, params![int(now)])?;
                 }

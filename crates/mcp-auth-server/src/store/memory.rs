@@ -7,9 +7,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 
 use super::{
-    ClientRow, CodeRow, ConsentRow, NewRefresh, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS,
-    RefreshRow, Rotate, SessionRow, SigningKeyRow, Store, StoreError, TakeCode, UpstreamRow,
-    UserRow, check_refresh_successor, check_upstream_swap,
+    ClientRow, CodeRow, ConsentRow, DeviceAuthRow, DeviceDecision, DevicePoll, NewRefresh,
+    PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS, RefreshRow, Rotate, SessionRow, SigningKeyRow,
+    Store, StoreError, TakeCode, UpstreamRow, UserRow, check_refresh_successor,
+    check_upstream_swap, device_decide_step, device_poll_step,
 };
 
 /// `(tenant, id)`: every map is keyed by tenant first, so no lookup can cross tenants.
@@ -49,6 +50,10 @@ struct Tables {
     sessions: HashMap<Key, SessionRow>,
     /// `(tenant, account)`.
     upstream: HashMap<Key, UpstreamRow>,
+    /// `(tenant, device_code_hash)`.
+    devices: HashMap<Key, DeviceAuthRow>,
+    /// `(tenant, user_code_hash)` -> device_code_hash.
+    user_codes: HashMap<Key, String>,
 }
 
 #[derive(Debug)]
@@ -123,12 +128,17 @@ impl Store for MemoryStore {
 
     async fn delete_client(&self, tenant: &str, client_id: &str) -> Result<bool, StoreError> {
         let mut t = self.lock();
+        let t = &mut *t;
         let existed = t.clients.remove(&key(tenant, client_id)).is_some();
         let ours = |t: &str, c: &str| t == tenant && c == client_id;
         t.codes.retain(|(t, _), c| !ours(t, &c.row.client_id));
         t.refresh.retain(|(t, _), r| !ours(t, &r.row.client_id));
         t.pending.retain(|(t, _), p| !ours(t, &p.client_id));
         t.consents.retain(|(t, _, c), _| !ours(t, c));
+        t.devices.retain(|(t, _), d| !ours(t, &d.client_id));
+        let devices = &t.devices;
+        t.user_codes
+            .retain(|(t, _), dev| devices.contains_key(&key(t, dev)));
         Ok(existed)
     }
 
@@ -540,20 +550,99 @@ impl Store for MemoryStore {
         Ok(self.lock().upstream.remove(&key(tenant, account)))
     }
 
+    async fn put_device(&self, row: &DeviceAuthRow) -> Result<(), StoreError> {
+        let mut t = self.lock();
+        let dev_key = key(&row.tenant, &row.device_code_hash);
+        let user_key = key(&row.tenant, &row.user_code_hash);
+        if t.devices.contains_key(&dev_key) {
+            return Err(StoreError::Conflict("device code"));
+        }
+        // An unexpired request holds its user code; an expired one gives it up.
+        let holder = t
+            .user_codes
+            .get(&user_key)
+            .and_then(|dev| t.devices.get(&key(&row.tenant, dev)));
+        if let Some(other) = holder {
+            if row.created_at < other.expires_at {
+                return Err(StoreError::Conflict("user code"));
+            }
+            let old = key(&row.tenant, &other.device_code_hash);
+            t.devices.remove(&old);
+        }
+        t.user_codes.insert(user_key, row.device_code_hash.clone());
+        t.devices.insert(dev_key, row.clone());
+        Ok(())
+    }
+
+    async fn get_device_by_user_code(
+        &self,
+        tenant: &str,
+        user_code_hash: &str,
+        now: u64,
+    ) -> Result<Option<DeviceAuthRow>, StoreError> {
+        let t = self.lock();
+        Ok(t.user_codes
+            .get(&key(tenant, user_code_hash))
+            .and_then(|dev| t.devices.get(&key(tenant, dev)))
+            .filter(|d| now < d.expires_at)
+            .cloned())
+    }
+
+    async fn decide_device(
+        &self,
+        tenant: &str,
+        device_code_hash: &str,
+        decision: &DeviceDecision,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let mut t = self.lock();
+        let Some(row) = t.devices.get_mut(&key(tenant, device_code_hash)) else {
+            return Ok(false);
+        };
+        match device_decide_step(row, decision, now) {
+            Some(next) => {
+                *row = next;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn poll_device(
+        &self,
+        tenant: &str,
+        device_code_hash: &str,
+        client_id: &str,
+        now: u64,
+    ) -> Result<DevicePoll, StoreError> {
+        let mut t = self.lock();
+        let Some(row) = t.devices.get_mut(&key(tenant, device_code_hash)) else {
+            return Ok(DevicePoll::Missing);
+        };
+        let (answer, next) = device_poll_step(row, client_id, now);
+        if let Some(next) = next {
+            *row = next;
+        }
+        Ok(answer)
+    }
+
     async fn sweep(&self, now: u64) -> Result<usize, StoreError> {
         let mut t = self.lock();
         let t = &mut *t;
-        Ok(
-            sweep_map(&mut t.clients, |c| c.expires_at.is_some_and(|e| now >= e))
-                + sweep_map(&mut t.codes, |c| now >= c.row.expires_at)
-                + sweep_map(&mut t.refresh, |r| now >= r.row.expires_at)
-                + sweep_map(&mut t.revoked_families, |until| now >= *until)
-                + sweep_map(&mut t.revoked_access, |e| now >= *e)
-                + sweep_map(&mut t.keys, |k| k.not_after.is_some_and(|n| now >= n))
-                + sweep_map(&mut t.pending, |p| now >= p.expires_at)
-                + sweep_map(&mut t.sessions, |x| now >= x.expires_at)
-                + sweep_map(&mut t.upstream, |u| now >= u.expires_at),
-        )
+        let devices = sweep_map(&mut t.devices, |d| now >= d.expires_at);
+        let live = &t.devices;
+        t.user_codes
+            .retain(|(tn, _), dev| live.contains_key(&key(tn, dev)));
+        Ok(devices
+            + sweep_map(&mut t.clients, |c| c.expires_at.is_some_and(|e| now >= e))
+            + sweep_map(&mut t.codes, |c| now >= c.row.expires_at)
+            + sweep_map(&mut t.refresh, |r| now >= r.row.expires_at)
+            + sweep_map(&mut t.revoked_families, |until| now >= *until)
+            + sweep_map(&mut t.revoked_access, |e| now >= *e)
+            + sweep_map(&mut t.keys, |k| k.not_after.is_some_and(|n| now >= n))
+            + sweep_map(&mut t.pending, |p| now >= p.expires_at)
+            + sweep_map(&mut t.sessions, |x| now >= x.expires_at)
+            + sweep_map(&mut t.upstream, |u| now >= u.expires_at))
     }
 }
 

@@ -11,6 +11,8 @@
 //! - **Single use is atomic.** [`Store::take_code`], [`Store::rotate_refresh`] and
 //!   [`Store::take_pending`] each decide "first or not" inside the backend in one step, so
 //!   two concurrent requests can never both win, even across processes sharing a database.
+//!   So do the device authorization grant's [`Store::decide_device`] and
+//!   [`Store::poll_device`] (RFC 8628).
 //!
 //! # Token families
 //! An authorization code starts a *family* ([`CodeRow::family_id`]). Every refresh token
@@ -34,8 +36,8 @@ pub mod suite;
 
 pub use memory::MemoryStore;
 pub use rows::{
-    ClientRow, CodeRow, ConsentRow, PendingAuthRow, RefreshRow, RegistrationKind, SessionRow,
-    SigningKeyRow, UpstreamRow, UserRow,
+    ClientRow, CodeRow, ConsentRow, DeviceAuthRow, DeviceStatus, PendingAuthRow, RefreshRow,
+    RegistrationKind, SessionRow, SigningKeyRow, UpstreamRow, UserRow,
 };
 
 /// How long, in seconds, a revoked family stays remembered after [`Store::revoke_family`],
@@ -128,6 +130,129 @@ pub enum Rotate {
     Invalid,
 }
 
+/// How much RFC 8628 §3.5 raises a device's polling interval on every `slow_down`: "the
+/// interval MUST be increased by 5 seconds for this and all subsequent requests".
+pub const SLOW_DOWN_STEP_SECS: u64 = 5;
+
+/// The user's answer on the device verification page ([`Store::decide_device`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceDecision {
+    /// The user approved: tokens go to `subject`, for `scope`.
+    Approve {
+        /// The user.
+        subject: String,
+        /// The scope granted, space-separated.
+        scope: String,
+    },
+    /// The user denied.
+    Deny,
+}
+
+/// What one poll of the token endpoint with a device code found ([`Store::poll_device`]),
+/// mapped to RFC 8628 §3.5 errors by the server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DevicePoll {
+    /// Not decided yet (`authorization_pending`); the poll was recorded. Carries the
+    /// current interval.
+    Pending {
+        /// Seconds the device must wait between polls.
+        interval: u64,
+    },
+    /// Polled sooner than `interval` after the last poll (`slow_down`): the interval is now
+    /// [`SLOW_DOWN_STEP_SECS`] longer, and the poll was recorded.
+    SlowDown {
+        /// The new interval.
+        interval: u64,
+    },
+    /// The user denied (`access_denied`).
+    Denied,
+    /// The request expired but is still stored (`expired_token`); once swept it is
+    /// [`DevicePoll::Missing`].
+    Expired,
+    /// The user approved and this poll consumed the grant: of concurrent polls exactly one
+    /// gets it. Carries the row (subject and granted scope set).
+    Approved(Box<DeviceAuthRow>),
+    /// The grant was already handed out to an earlier poll.
+    Consumed,
+    /// The device code belongs to another client; nothing was changed.
+    WrongClient,
+    /// No such device code for the tenant.
+    Missing,
+}
+
+/// One poll of the device code `row` by `client_id` at `now`, as every backend decides it
+/// (inside its own atomic step): what to answer, and the row to write back, if it changes.
+///
+/// The interval is enforced only while the request is pending (RFC 8628 §3.5); an
+/// approved request is handed out at once, once.
+pub fn device_poll_step(
+    row: &DeviceAuthRow,
+    client_id: &str,
+    now: u64,
+) -> (DevicePoll, Option<DeviceAuthRow>) {
+    if row.client_id != client_id {
+        return (DevicePoll::WrongClient, None);
+    }
+    if now >= row.expires_at {
+        return (DevicePoll::Expired, None);
+    }
+    match row.status {
+        DeviceStatus::Pending => {
+            let mut next = row.clone();
+            next.last_poll = Some(now);
+            let too_soon = row
+                .last_poll
+                .is_some_and(|last| now < last.saturating_add(row.interval));
+            if too_soon {
+                next.interval = row.interval.saturating_add(SLOW_DOWN_STEP_SECS);
+                (
+                    DevicePoll::SlowDown {
+                        interval: next.interval,
+                    },
+                    Some(next),
+                )
+            } else {
+                (
+                    DevicePoll::Pending {
+                        interval: row.interval,
+                    },
+                    Some(next),
+                )
+            }
+        }
+        DeviceStatus::Approved => {
+            let mut next = row.clone();
+            next.status = DeviceStatus::Consumed;
+            next.last_poll = Some(now);
+            (DevicePoll::Approved(Box::new(row.clone())), Some(next))
+        }
+        DeviceStatus::Denied => (DevicePoll::Denied, None),
+        DeviceStatus::Consumed => (DevicePoll::Consumed, None),
+    }
+}
+
+/// The row [`Store::decide_device`] writes for `decision` on `row`, or `None` if the row
+/// is not pending or has expired (a decision is taken once, only from pending).
+pub fn device_decide_step(
+    row: &DeviceAuthRow,
+    decision: &DeviceDecision,
+    now: u64,
+) -> Option<DeviceAuthRow> {
+    if row.status != DeviceStatus::Pending || now >= row.expires_at {
+        return None;
+    }
+    let mut next = row.clone();
+    match decision {
+        DeviceDecision::Approve { subject, scope } => {
+            next.status = DeviceStatus::Approved;
+            next.subject = Some(subject.clone());
+            next.granted_scope = Some(scope.clone());
+        }
+        DeviceDecision::Deny => next.status = DeviceStatus::Denied,
+    }
+    Some(next)
+}
+
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -180,7 +305,8 @@ pub trait Store: Send + Sync {
     ) -> Result<Option<ClientRow>, StoreError>;
 
     /// Deletes a client and, as RFC 7592 §2.3 asks, everything issued to it: its codes,
-    /// refresh tokens, pending requests and consents. Returns whether the client existed.
+    /// refresh tokens, pending requests, device authorizations and consents. Returns
+    /// whether the client existed.
     async fn delete_client(&self, tenant: &str, client_id: &str) -> Result<bool, StoreError>;
 
     // ---- users ----
@@ -438,11 +564,53 @@ pub trait Store: Send + Sync {
         account: &str,
     ) -> Result<Option<UpstreamRow>, StoreError>;
 
+    // ---- device authorization (RFC 8628) ----
+
+    /// Stores a new device authorization request. [`StoreError::Conflict`] if its device
+    /// code hash exists, or if a request of the tenant that is unexpired at the new row's
+    /// `created_at` has the same user code hash (the server then draws another user code);
+    /// an expired one with that user code is replaced.
+    async fn put_device(&self, row: &DeviceAuthRow) -> Result<(), StoreError>;
+
+    /// The request whose normalized user code hashes to `user_code_hash`, whatever its
+    /// status, unless expired (the verification page).
+    async fn get_device_by_user_code(
+        &self,
+        tenant: &str,
+        user_code_hash: &str,
+        now: u64,
+    ) -> Result<Option<DeviceAuthRow>, StoreError>;
+
+    /// Records the user's decision, atomically and only on a pending, unexpired request
+    /// (the row [`device_decide_step`] makes). Returns whether it did: of concurrent
+    /// decisions exactly one wins.
+    async fn decide_device(
+        &self,
+        tenant: &str,
+        device_code_hash: &str,
+        decision: &DeviceDecision,
+        now: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// One poll of the token endpoint by `client_id` (RFC 8628 §3.4-3.5), decided and
+    /// recorded atomically as [`device_poll_step`] says: pending (poll time recorded),
+    /// slow down (interval raised), denied, expired (while still stored), approved and
+    /// consumed (of concurrent polls exactly one gets [`DevicePoll::Approved`], the others
+    /// [`DevicePoll::Consumed`]), wrong client (nothing changes) or missing.
+    async fn poll_device(
+        &self,
+        tenant: &str,
+        device_code_hash: &str,
+        client_id: &str,
+        now: u64,
+    ) -> Result<DevicePoll, StoreError>;
+
     // ---- maintenance ----
 
     /// Deletes every expired row of every tenant: clients, codes (spent or not), refresh
     /// tokens (current or rotated), revoked-family records, access token revocations,
-    /// signing keys past `not_after`, pending requests, login sessions and upstream tokens.
+    /// signing keys past `not_after`, pending requests, device authorizations, login
+    /// sessions and upstream tokens.
     /// Returns how many rows went.
     async fn sweep(&self, now: u64) -> Result<usize, StoreError>;
 }

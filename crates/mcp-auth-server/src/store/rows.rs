@@ -29,6 +29,20 @@ fn redact_opt<T>(value: &Option<T>) -> Option<Redacted> {
     value.as_ref().map(|_| Redacted)
 }
 
+/// A pending request's `extra` parameters with the keys that hold hashes of secrets (the
+/// device code a device verification belongs to) redacted.
+fn redact_extra(
+    extra: &serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = extra.clone();
+    for k in ["device"] {
+        if let Some(v) = out.get_mut(k) {
+            *v = serde_json::Value::String("[redacted]".into());
+        }
+    }
+    out
+}
+
 /// How a client came to be known to the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -295,7 +309,7 @@ impl fmt::Debug for PendingAuthRow {
             .field("nonce", &self.nonce)
             .field("prompt", &self.prompt)
             .field("login_hint", &self.login_hint)
-            .field("extra", &self.extra)
+            .field("extra", &redact_extra(&self.extra))
             .field("subject", &self.subject)
             .field("csrf_hash", &Redacted)
             .field("created_at", &self.created_at)
@@ -392,6 +406,101 @@ impl std::fmt::Debug for UpstreamRow {
             .field("version", &self.version)
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// Where a device authorization (RFC 8628) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceStatus {
+    /// Waiting for the user to enter the code and decide (RFC 8628 §3.5
+    /// `authorization_pending`).
+    Pending,
+    /// The user approved; the next poll gets the tokens, once.
+    Approved,
+    /// The user denied (RFC 8628 §3.5 `access_denied`).
+    Denied,
+    /// Approved and the tokens handed out: every later poll is refused.
+    Consumed,
+}
+
+impl DeviceStatus {
+    /// The stable name used in storage (`pending`, `approved`, `denied`, `consumed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Consumed => "consumed",
+        }
+    }
+
+    /// The status named by [`as_str`](Self::as_str), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "pending" => Some(Self::Pending),
+            "approved" => Some(Self::Approved),
+            "denied" => Some(Self::Denied),
+            "consumed" => Some(Self::Consumed),
+            _ => None,
+        }
+    }
+}
+
+/// A device authorization request (RFC 8628 §3.1-3.2): a device (a CLI, a TV) polls the
+/// token endpoint with its `device_code` while the user enters the `user_code` in a browser.
+///
+/// Both codes are stored only as [`hash_secret`](crate::store::hash_secret) digests: the row
+/// is keyed by the device code's, and found by the (normalized) user code's for the
+/// verification page.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceAuthRow {
+    /// The tenant the request was made to.
+    pub tenant: String,
+    /// Hash of the `device_code`; the row's key.
+    pub device_code_hash: String,
+    /// Hash of the normalized `user_code` (unique among the tenant's unexpired rows).
+    pub user_code_hash: String,
+    /// The client that asked (RFC 8628 §3.4: only it may redeem the device code).
+    pub client_id: String,
+    /// The requested scope, space-separated (already checked).
+    pub scope: String,
+    /// The resource indicator the tokens are for (RFC 8707 §2).
+    pub resource: Option<String>,
+    /// The minimum seconds between polls (RFC 8628 §3.2 `interval`); raised by 5 on every
+    /// `slow_down` (§3.5).
+    pub interval: u64,
+    /// Where the request stands.
+    pub status: DeviceStatus,
+    /// The user who approved, once approved.
+    pub subject: Option<String>,
+    /// The scope granted, once approved.
+    pub granted_scope: Option<String>,
+    /// When the device last polled.
+    pub last_poll: Option<u64>,
+    /// When the request was made.
+    pub created_at: u64,
+    /// When the codes expire (RFC 8628 §3.2 `expires_in`).
+    pub expires_at: u64,
+}
+
+impl fmt::Debug for DeviceAuthRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceAuthRow")
+            .field("tenant", &self.tenant)
+            .field("device_code_hash", &Redacted)
+            .field("user_code_hash", &Redacted)
+            .field("client_id", &self.client_id)
+            .field("scope", &self.scope)
+            .field("resource", &self.resource)
+            .field("interval", &self.interval)
+            .field("status", &self.status)
+            .field("subject", &self.subject)
+            .field("granted_scope", &self.granted_scope)
+            .field("last_poll", &self.last_poll)
+            .field("created_at", &self.created_at)
             .field("expires_at", &self.expires_at)
             .finish()
     }

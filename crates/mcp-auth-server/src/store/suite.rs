@@ -21,9 +21,10 @@ use std::sync::Arc;
 use tokio::sync::Barrier;
 
 use super::{
-    ClientRow, CodeRow, ConsentRow, NewRefresh, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS,
-    RefreshRow, RegistrationKind, Rotate, SessionRow, SigningKeyRow, Store, StoreError, TakeCode,
-    UpstreamRow, UserRow, hash_secret,
+    ClientRow, CodeRow, ConsentRow, DeviceAuthRow, DeviceDecision, DevicePoll, DeviceStatus,
+    NewRefresh, PendingAuthRow, REVOKED_FAMILY_RETENTION_SECS, RefreshRow, RegistrationKind,
+    Rotate, SessionRow, SigningKeyRow, Store, StoreError, TakeCode, UpstreamRow, UserRow,
+    hash_secret,
 };
 use mcp_auth_types::SecretString;
 
@@ -106,6 +107,15 @@ macro_rules! store_suite {
             tenants_are_isolated_in_consents_sessions_and_upstream,
             sweep_removes_expired_rows,
             sweep_removes_expired_sessions_and_upstream_rows,
+            device_roundtrip_and_user_code_lookup,
+            device_user_codes_are_unique_while_unexpired,
+            device_decision_is_taken_once,
+            device_concurrent_decisions_have_one_winner,
+            device_poll_state_machine,
+            device_poll_hands_out_an_approval_once,
+            device_concurrent_poll_has_one_winner,
+            device_rows_are_isolated_by_tenant_and_client,
+            device_rows_are_swept_and_deleted_with_their_client,
         );
     };
 }
@@ -227,6 +237,33 @@ pub fn pending(tenant: &str, id: &str) -> PendingAuthRow {
         csrf_hash: hash_secret(&format!("csrf-{id}")),
         created_at: NOW,
         expires_at: NOW + 600,
+    }
+}
+
+/// A pending device authorization with device code `device_code` and user code
+/// `user_code` (plaintext; stored hashed) for `client-1`, valid 10 minutes, interval 5 s.
+pub fn device(tenant: &str, device_code: &str, user_code: &str) -> DeviceAuthRow {
+    DeviceAuthRow {
+        tenant: tenant.into(),
+        device_code_hash: hash_secret(device_code),
+        user_code_hash: hash_secret(user_code),
+        client_id: "client-1".into(),
+        scope: "files:read files:write".into(),
+        resource: Some("https://mcp.example.com/mcp".into()),
+        interval: 5,
+        status: DeviceStatus::Pending,
+        subject: None,
+        granted_scope: None,
+        last_poll: None,
+        created_at: NOW,
+        expires_at: NOW + 600,
+    }
+}
+
+fn approve(subject: &str, scope: &str) -> DeviceDecision {
+    DeviceDecision::Approve {
+        subject: subject.into(),
+        scope: scope.into(),
     }
 }
 
@@ -1781,6 +1818,426 @@ pub async fn sweep_removes_expired_sessions_and_upstream_rows(f: Fixture) {
         Some(swapped)
     );
     assert_eq!(s.sweep(later + 1).await.unwrap(), 3);
+}
+
+/// Device authorizations round-trip, are found by their user code's hash (not the device
+/// code's), and are missing once expired.
+pub async fn device_roundtrip_and_user_code_lookup(f: Fixture) {
+    let s = f.store();
+    let d = device("t1", "dc-1", "BCDFGHJK");
+    s.put_device(&d).await.unwrap();
+    let by_user = hash_secret("BCDFGHJK");
+    assert_eq!(
+        s.get_device_by_user_code("t1", &by_user, NOW)
+            .await
+            .unwrap(),
+        Some(d.clone())
+    );
+    // Keyed by the device code: its hash is not a user code.
+    let by_device = hash_secret("dc-1");
+    assert_eq!(
+        s.get_device_by_user_code("t1", &by_device, NOW)
+            .await
+            .unwrap(),
+        None
+    );
+    let unknown = hash_secret("ZZZZZZZZ");
+    assert_eq!(
+        s.get_device_by_user_code("t1", &unknown, NOW)
+            .await
+            .unwrap(),
+        None
+    );
+    let end = d.expires_at;
+    assert!(
+        s.get_device_by_user_code("t1", &by_user, end - 1)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        s.get_device_by_user_code("t1", &by_user, end)
+            .await
+            .unwrap(),
+        None
+    );
+    // A second put with the same device code is a bug of the caller.
+    let mut again = device("t1", "dc-1", "LMNPQRST");
+    again.created_at = NOW + 1;
+    assert!(matches!(
+        s.put_device(&again).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+/// A user code names one unexpired request: a second request with the same user code is a
+/// conflict (the server draws another) until the first expires, and then takes it over.
+pub async fn device_user_codes_are_unique_while_unexpired(f: Fixture) {
+    let s = f.store();
+    let first = device("t1", "dc-1", "BCDFGHJK");
+    s.put_device(&first).await.unwrap();
+    let mut second = device("t1", "dc-2", "BCDFGHJK");
+    second.created_at = first.expires_at - 1;
+    second.expires_at = second.created_at + 600;
+    assert!(matches!(
+        s.put_device(&second).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let by_user = hash_secret("BCDFGHJK");
+    let now = first.expires_at - 1;
+    assert_eq!(
+        s.get_device_by_user_code("t1", &by_user, now)
+            .await
+            .unwrap(),
+        Some(first.clone())
+    );
+    // Once the first has expired, the code is free again.
+    second.created_at = first.expires_at;
+    second.expires_at = second.created_at + 600;
+    s.put_device(&second).await.unwrap();
+    let now = first.expires_at;
+    assert_eq!(
+        s.get_device_by_user_code("t1", &by_user, now)
+            .await
+            .unwrap(),
+        Some(second.clone())
+    );
+    // The same user code in another tenant is another code.
+    s.put_device(&device("t2", "dc-3", "BCDFGHJK"))
+        .await
+        .unwrap();
+}
+
+/// RFC 8628 §3.3: the user approves or denies once; a decision on a decided or expired
+/// request changes nothing.
+pub async fn device_decision_is_taken_once(f: Fixture) {
+    let s = f.store();
+    let d = device("t1", "dc-1", "BCDFGHJK");
+    s.put_device(&d).await.unwrap();
+    let h = hash_secret("dc-1");
+    let by_user = hash_secret("BCDFGHJK");
+    assert!(
+        s.decide_device("t1", &h, &approve("alice", "files:read"), NOW)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.decide_device("t1", &h, &DeviceDecision::Deny, NOW)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.decide_device("t1", &h, &approve("mallory", "files:write"), NOW)
+            .await
+            .unwrap()
+    );
+    let got = s
+        .get_device_by_user_code("t1", &by_user, NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.status, DeviceStatus::Approved);
+    assert_eq!(got.subject.as_deref(), Some("alice"));
+    assert_eq!(got.granted_scope.as_deref(), Some("files:read"));
+
+    // Denied is final too.
+    s.put_device(&device("t1", "dc-2", "LMNPQRST"))
+        .await
+        .unwrap();
+    let h2 = hash_secret("dc-2");
+    assert!(
+        s.decide_device("t1", &h2, &DeviceDecision::Deny, NOW)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.decide_device("t1", &h2, &approve("alice", "files:read"), NOW)
+            .await
+            .unwrap()
+    );
+    let got = s
+        .get_device_by_user_code("t1", &hash_secret("LMNPQRST"), NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((got.status, got.subject), (DeviceStatus::Denied, None));
+
+    // Expired or unknown: nothing to decide.
+    s.put_device(&device("t1", "dc-3", "VWXZBCDF"))
+        .await
+        .unwrap();
+    let h3 = hash_secret("dc-3");
+    assert!(
+        !s.decide_device("t1", &h3, &approve("alice", "x"), NOW + 600)
+            .await
+            .unwrap()
+    );
+    let unknown = hash_secret("dc-unknown");
+    assert!(
+        !s.decide_device("t1", &unknown, &DeviceDecision::Deny, NOW)
+            .await
+            .unwrap()
+    );
+}
+
+/// Of [`RACERS`] concurrent decisions on one request, exactly one is recorded.
+pub async fn device_concurrent_decisions_have_one_winner(f: Fixture) {
+    let s = f.store().clone();
+    s.put_device(&device("t1", "dc-1", "BCDFGHJK"))
+        .await
+        .unwrap();
+    let h = hash_secret("dc-1");
+    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let results = race(&s, |s| {
+        let h = h.clone();
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let decision = if n.is_multiple_of(2) {
+            approve(&format!("user-{n}"), "files:read")
+        } else {
+            DeviceDecision::Deny
+        };
+        async move { s.decide_device("t1", &h, &decision, NOW).await }
+    })
+    .await;
+    assert_eq!(results.iter().filter(|r| **r).count(), 1, "{results:?}");
+}
+
+/// RFC 8628 §3.5: pending until decided; a poll sooner than `interval` after the last one
+/// is `slow_down` and raises the interval by 5 s for good; denied and expired are final;
+/// another client's poll changes nothing.
+pub async fn device_poll_state_machine(f: Fixture) {
+    let s = f.store();
+    s.put_device(&device("t1", "dc-1", "BCDFGHJK"))
+        .await
+        .unwrap();
+    let h = hash_secret("dc-1");
+    let poll = |client: &'static str, now: u64| {
+        let h = h.clone();
+        async move { s.poll_device("t1", &h, client, now).await.unwrap() }
+    };
+    assert_eq!(
+        poll("client-1", NOW).await,
+        DevicePoll::Pending { interval: 5 }
+    );
+    assert_eq!(
+        poll("client-1", NOW + 4).await,
+        DevicePoll::SlowDown { interval: 10 }
+    );
+    // The too-early poll counts as the last poll, and the new interval holds.
+    assert_eq!(
+        poll("client-1", NOW + 13).await,
+        DevicePoll::SlowDown { interval: 15 }
+    );
+    assert_eq!(
+        poll("client-1", NOW + 28).await,
+        DevicePoll::Pending { interval: 15 }
+    );
+    // Another client learns nothing and changes nothing (no poll recorded).
+    assert_eq!(poll("client-2", NOW + 29).await, DevicePoll::WrongClient);
+    assert_eq!(
+        poll("client-1", NOW + 43).await,
+        DevicePoll::Pending { interval: 15 }
+    );
+    let stored = s
+        .get_device_by_user_code("t1", &hash_secret("BCDFGHJK"), NOW + 43)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((stored.interval, stored.last_poll), (15, Some(NOW + 43)));
+    assert_eq!(
+        poll("client-1", NOW + 600).await,
+        DevicePoll::Expired,
+        "expired while still stored"
+    );
+    let unknown = hash_secret("dc-unknown");
+    assert_eq!(
+        s.poll_device("t1", &unknown, "client-1", NOW)
+            .await
+            .unwrap(),
+        DevicePoll::Missing
+    );
+
+    // Denied: every poll says so.
+    s.put_device(&device("t1", "dc-2", "LMNPQRST"))
+        .await
+        .unwrap();
+    let h2 = hash_secret("dc-2");
+    assert!(
+        s.decide_device("t1", &h2, &DeviceDecision::Deny, NOW)
+            .await
+            .unwrap()
+    );
+    for now in [NOW + 10, NOW + 11] {
+        assert_eq!(
+            s.poll_device("t1", &h2, "client-1", now).await.unwrap(),
+            DevicePoll::Denied
+        );
+    }
+}
+
+/// An approved request is handed out to one poll; every later poll finds it consumed.
+pub async fn device_poll_hands_out_an_approval_once(f: Fixture) {
+    let s = f.store();
+    let d = device("t1", "dc-1", "BCDFGHJK");
+    s.put_device(&d).await.unwrap();
+    let h = hash_secret("dc-1");
+    assert_eq!(
+        s.poll_device("t1", &h, "client-1", NOW).await.unwrap(),
+        DevicePoll::Pending { interval: 5 }
+    );
+    assert!(
+        s.decide_device("t1", &h, &approve("alice", "files:read"), NOW + 1)
+            .await
+            .unwrap()
+    );
+    // Approval is handed out at once, even sooner than the interval.
+    let DevicePoll::Approved(row) = s.poll_device("t1", &h, "client-1", NOW + 2).await.unwrap()
+    else {
+        panic!("the approval was not handed out");
+    };
+    assert_eq!(row.subject.as_deref(), Some("alice"));
+    assert_eq!(row.granted_scope.as_deref(), Some("files:read"));
+    assert_eq!(row.resource, d.resource);
+    assert_eq!(row.client_id, "client-1");
+    for now in [NOW + 3, NOW + 30] {
+        assert_eq!(
+            s.poll_device("t1", &h, "client-1", now).await.unwrap(),
+            DevicePoll::Consumed
+        );
+    }
+    // Another client's poll of an approved request does not consume it.
+    s.put_device(&device("t1", "dc-2", "LMNPQRST"))
+        .await
+        .unwrap();
+    let h2 = hash_secret("dc-2");
+    assert!(
+        s.decide_device("t1", &h2, &approve("alice", "files:read"), NOW)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.poll_device("t1", &h2, "client-2", NOW).await.unwrap(),
+        DevicePoll::WrongClient
+    );
+    assert!(matches!(
+        s.poll_device("t1", &h2, "client-1", NOW).await.unwrap(),
+        DevicePoll::Approved(_)
+    ));
+}
+
+/// Of [`RACERS`] concurrent polls of one approved request, exactly one gets the grant; the
+/// others find it consumed.
+pub async fn device_concurrent_poll_has_one_winner(f: Fixture) {
+    let s = f.store().clone();
+    s.put_device(&device("t1", "dc-1", "BCDFGHJK"))
+        .await
+        .unwrap();
+    let h = hash_secret("dc-1");
+    assert!(
+        s.decide_device("t1", &h, &approve("alice", "files:read"), NOW)
+            .await
+            .unwrap()
+    );
+    let results = race(&s, |s| {
+        let h = h.clone();
+        async move { s.poll_device("t1", &h, "client-1", NOW + 1).await }
+    })
+    .await;
+    let approved = results
+        .iter()
+        .filter(|r| matches!(r, DevicePoll::Approved(_)))
+        .count();
+    let consumed = results
+        .iter()
+        .filter(|r| matches!(r, DevicePoll::Consumed))
+        .count();
+    assert_eq!((approved, consumed), (1, RACERS - 1), "{results:?}");
+}
+
+/// No call reaches another tenant's device authorization.
+pub async fn device_rows_are_isolated_by_tenant_and_client(f: Fixture) {
+    let s = f.store();
+    let d = device("t1", "dc-1", "BCDFGHJK");
+    s.put_device(&d).await.unwrap();
+    let h = hash_secret("dc-1");
+    let by_user = hash_secret("BCDFGHJK");
+    assert_eq!(
+        s.get_device_by_user_code("t2", &by_user, NOW)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        !s.decide_device("t2", &h, &approve("mallory", "files:read"), NOW)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.poll_device("t2", &h, "client-1", NOW).await.unwrap(),
+        DevicePoll::Missing
+    );
+    // t1's row is untouched: still pending, never polled.
+    assert_eq!(
+        s.get_device_by_user_code("t1", &by_user, NOW)
+            .await
+            .unwrap(),
+        Some(d)
+    );
+}
+
+/// Expired device authorizations are swept (one row each), freeing their user codes, and
+/// a deleted client's go with it (RFC 7592 §2.3).
+pub async fn device_rows_are_swept_and_deleted_with_their_client(f: Fixture) {
+    let s = f.store();
+    let mut gone = device("t1", "dc-gone", "BCDFGHJK");
+    gone.expires_at = NOW + 100;
+    let kept = device("t1", "dc-kept", "LMNPQRST");
+    s.put_device(&gone).await.unwrap();
+    s.put_device(&kept).await.unwrap();
+    assert_eq!(s.sweep(NOW).await.unwrap(), 0);
+    assert_eq!(s.sweep(NOW + 100).await.unwrap(), 1);
+    assert_eq!(s.sweep(NOW + 100).await.unwrap(), 0);
+    let h = hash_secret("dc-gone");
+    assert_eq!(
+        s.poll_device("t1", &h, "client-1", NOW + 100)
+            .await
+            .unwrap(),
+        DevicePoll::Missing,
+        "swept, not merely expired"
+    );
+    let mut reuse = device("t1", "dc-new", "BCDFGHJK");
+    reuse.created_at = NOW + 100;
+    reuse.expires_at = NOW + 700;
+    s.put_device(&reuse).await.unwrap();
+
+    s.put_client(&client("t1", "client-1")).await.unwrap();
+    let mut other = device("t1", "dc-other", "VWXZBCDF");
+    other.client_id = "client-2".into();
+    s.put_device(&other).await.unwrap();
+    assert!(s.delete_client("t1", "client-1").await.unwrap());
+    for (code, user) in [("dc-kept", "LMNPQRST"), ("dc-new", "BCDFGHJK")] {
+        let h = hash_secret(code);
+        assert_eq!(
+            s.poll_device("t1", &h, "client-1", NOW + 100)
+                .await
+                .unwrap(),
+            DevicePoll::Missing
+        );
+        let u = hash_secret(user);
+        assert_eq!(
+            s.get_device_by_user_code("t1", &u, NOW + 100)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    let u = hash_secret("VWXZBCDF");
+    assert_eq!(
+        s.get_device_by_user_code("t1", &u, NOW + 100)
+            .await
+            .unwrap(),
+        Some(other)
+    );
 }
 
 /// Runs [`RACERS`] copies of `op` at once (released together by a barrier) and returns
