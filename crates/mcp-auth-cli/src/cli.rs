@@ -270,8 +270,13 @@ pub struct AuthArgs {
     #[arg(long, value_name = "URL")]
     pub client_metadata_url: Option<String>,
     /// Use the client credentials grant (machine client, no browser).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "device")]
     pub client_credentials: bool,
+    /// Log in by the device flow (RFC 8628): approve on another device with the URL and code
+    /// shown (and a QR code). Chosen by itself where there is no display, or when the
+    /// loopback redirect listener cannot bind.
+    #[arg(long)]
+    pub device: bool,
     /// Workload identity: a platform-issued JWT in this file (re-read at every token
     /// request), used as the JWT-bearer grant (RFC 7523) where the authorization server
     /// offers it. No browser, no secret.
@@ -479,8 +484,8 @@ pub(crate) fn build_client(
     store: Arc<dyn CredentialStore>,
     args: &AuthArgs,
 ) -> Result<OAuthClient> {
-    let _ = cli;
-    let (opts, http) = client_options(args)?;
+    let (mut opts, http) = client_options(args)?;
+    opts.device_prompt = Some(crate::output::device_prompt(cli.json));
     Ok(OAuthClient::new(store, opts, http)?)
 }
 
@@ -558,6 +563,8 @@ pub(crate) fn client_options(args: &AuthArgs) -> Result<(ClientOptions, HttpOpti
         allow_http: args.allow_http,
         grant: if args.client_credentials {
             GrantKind::ClientCredentials
+        } else if args.device {
+            GrantKind::DeviceCode
         } else {
             GrantKind::Auto
         },

@@ -92,3 +92,55 @@ fn human(secs: u64) -> String {
         s => format!("{}d", s / 86400),
     }
 }
+
+/// How `login` shows the device flow's URL and code: on standard error with a QR code of
+/// the complete URL, or with `--json` as one line of JSON on standard output (for a program
+/// that shows it elsewhere).
+pub fn device_prompt(json: bool) -> mcp_auth_client::DevicePrompt {
+    mcp_auth_client::DevicePrompt(std::sync::Arc::new(
+        move |a: &mcp_auth_client::DeviceAuthorization| {
+            if json {
+                let line = serde_json::json!({"device_authorization": {
+                    "verification_uri": a.verification_uri,
+                    "verification_uri_complete": a.verification_uri_complete,
+                    "user_code": a.user_code,
+                    "expires_in": a.expires_in,
+                    "interval": a.interval,
+                }});
+                println!("{line}");
+                return;
+            }
+            let target = a
+                .verification_uri_complete
+                .as_deref()
+                .unwrap_or(&a.verification_uri);
+            eprintln!();
+            if let Some(qr) = qr_code(target) {
+                eprintln!("{qr}");
+            }
+            eprintln!("To log in, open on any device:  {}", a.verification_uri);
+            eprintln!("and enter the code:             {}", a.user_code);
+            if let Some(c) = &a.verification_uri_complete {
+                eprintln!("(or scan the code above, or open {c})");
+            }
+            let now = mcp_auth_client::store::now_secs();
+            eprintln!(
+                "Waiting for you to approve (the code expires {}) …",
+                expiry(Some(now + a.expires_in), now)
+            );
+        },
+    ))
+}
+
+/// `text` as a QR code of Unicode half blocks (two rows per line), or `None` when it does
+/// not fit one.
+fn qr_code(text: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
+    Some(
+        code.render::<qrcode::render::unicode::Dense1x2>()
+            .dark_color(qrcode::render::unicode::Dense1x2::Light)
+            .light_color(qrcode::render::unicode::Dense1x2::Dark)
+            .quiet_zone(true)
+            .build(),
+    )
+}

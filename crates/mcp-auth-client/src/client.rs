@@ -15,6 +15,7 @@ use crate::authorize::{
     AuthorizationRequest, Interaction, Listener, RedirectConfig, authorization_url,
     new_request_secrets, open_browser, wait_for_code,
 };
+use crate::device::DevicePrompt;
 use crate::discovery::{Discovered, DiscoveryOptions, discover};
 use crate::dpop::{Dpop, DpopPolicy, NonceCache, decode_key, encode_key};
 use crate::enterprise::EnterpriseIdp;
@@ -59,6 +60,9 @@ pub enum GrantKind {
     /// that grant at the server's authorization server (RFC 7523); needs
     /// [`ClientOptions::enterprise`].
     IdentityAssertion,
+    /// The device authorization grant (RFC 8628): the user approves on another device, by
+    /// a URL and a code that [`ClientOptions::device_prompt`] shows.
+    DeviceCode,
 }
 
 /// The RFC 7523 grant type URN, as stored in [`ServerRecord::grant`].
@@ -132,6 +136,10 @@ pub struct ClientOptions {
     /// The enterprise identity provider for enterprise-managed authorization: chosen by
     /// [`GrantKind::Auto`] when the authorization server supports the JWT-bearer grant.
     pub enterprise: Option<EnterpriseIdp>,
+    /// Shows the device flow's URL and code (default: printed to standard error). The
+    /// device flow is chosen by [`GrantKind::Auto`] for a browser login where there is no
+    /// display ([`crate::device::no_display`]) or the loopback listener cannot bind.
+    pub device_prompt: Option<DevicePrompt>,
 }
 
 impl Default for ClientOptions {
@@ -152,6 +160,7 @@ impl Default for ClientOptions {
             workload_token: None,
             dpop: DpopPolicy::Auto,
             enterprise: None,
+            device_prompt: None,
         }
     }
 }
@@ -787,13 +796,19 @@ impl OAuthClient {
                     && !disc.metadata.supports_grant("authorization_code")
                 {
                     GrantKind::ClientCredentials
+                } else if matches!(opts.interaction, Interaction::Browser(None))
+                    && disc.metadata.device_authorization_endpoint.is_some()
+                    && crate::device::no_display()
+                {
+                    tracing::info!("no display to open a browser on: using the device flow");
+                    GrantKind::DeviceCode
                 } else {
                     GrantKind::AuthorizationCode
                 }
             }
             g => g,
         };
-        if grant == GrantKind::AuthorizationCode
+        if matches!(grant, GrantKind::AuthorizationCode | GrantKind::DeviceCode)
             && matches!(opts.interaction, Interaction::NonInteractive)
         {
             return Err(Error::LoginRequired {
@@ -901,6 +916,16 @@ impl OAuthClient {
                 .await?;
                 (client, resp)
             }
+            GrantKind::DeviceCode => {
+                self.device_flow(
+                    &disc,
+                    stored_client,
+                    scope.as_ref(),
+                    resource.as_deref(),
+                    self.dpop(dpop_key.as_ref()),
+                )
+                .await?
+            }
             GrantKind::AuthorizationCode => {
                 // MCP 2025-11-25 "Authorization Code Protection": no S256, no flow.
                 if !disc.metadata.supports_s256() {
@@ -908,15 +933,36 @@ impl OAuthClient {
                         issuer: disc.issuer.clone(),
                     });
                 }
-                self.code_flow(
-                    &disc,
-                    canonical,
-                    stored_client,
-                    scope.as_ref(),
-                    resource.as_deref(),
-                    self.dpop(dpop_key.as_ref()),
-                )
-                .await?
+                let flow = self
+                    .code_flow(
+                        &disc,
+                        canonical,
+                        stored_client,
+                        scope.as_ref(),
+                        resource.as_deref(),
+                        self.dpop(dpop_key.as_ref()),
+                    )
+                    .await;
+                match flow {
+                    // No loopback port to receive the redirect on: the device flow needs none.
+                    Err(Error::CallbackPort { .. })
+                        if disc.metadata.device_authorization_endpoint.is_some()
+                            && matches!(opts.grant, GrantKind::Auto) =>
+                    {
+                        tracing::warn!(
+                            "the loopback redirect listener cannot bind; using the device flow instead"
+                        );
+                        self.device_flow(
+                            &disc,
+                            stored_client,
+                            scope.as_ref(),
+                            resource.as_deref(),
+                            self.dpop(dpop_key.as_ref()),
+                        )
+                        .await?
+                    }
+                    other => other?,
+                }
             }
         };
 
@@ -954,6 +1000,7 @@ impl OAuthClient {
                     GrantKind::ClientCredentials => "client_credentials",
                     GrantKind::JwtBearer => JWT_BEARER,
                     GrantKind::IdentityAssertion => ID_JAG_GRANT,
+                    GrantKind::DeviceCode => crate::device::DEVICE_CODE_GRANT,
                     _ => "authorization_code",
                 }
                 .to_owned(),
@@ -966,6 +1013,73 @@ impl OAuthClient {
             record,
             dpop_key: rec.dpop_key.clone(),
         })
+    }
+
+    /// The device authorization grant (RFC 8628): codes, the prompt, polling.
+    async fn device_flow(
+        &self,
+        disc: &Discovered,
+        stored_client: Option<&ClientRecord>,
+        scope: Option<&ScopeSet>,
+        resource: Option<&str>,
+        dpop: Option<Dpop<'_>>,
+    ) -> Result<(ClientRecord, mcp_auth_types::TokenResponse)> {
+        let opts = &self.inner.opts;
+        let http = &self.inner.http;
+        let endpoint = disc
+            .metadata
+            .device_authorization_endpoint
+            .clone()
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "the authorization server {} offers no device flow (no device_authorization_endpoint)",
+                    disc.issuer
+                ))
+            })?;
+        HttpUrl::parse_secure(&endpoint, opts.allow_http).map_err(|source| Error::Url {
+            what: "the device authorization endpoint".into(),
+            source,
+        })?;
+        let scope_str = scope.map(ToString::to_string);
+        let client = ensure_client(
+            http,
+            disc,
+            &opts.identity,
+            stored_client,
+            None,
+            scope_str.as_deref(),
+        )
+        .await?;
+        let auth = crate::device::start(
+            http,
+            &endpoint,
+            &disc.issuer,
+            &client,
+            scope,
+            resource,
+            opts.allow_http,
+        )
+        .await?;
+        tracing::info!(
+            verification_uri = %auth.verification_uri,
+            expires_in = auth.expires_in,
+            "device authorization started; waiting for the user"
+        );
+        match &opts.device_prompt {
+            Some(p) => (p.0)(&auth),
+            None => (DevicePrompt::stderr().0)(&auth),
+        }
+        let resp = crate::device::poll(
+            http,
+            token_endpoint(disc)?,
+            &disc.issuer,
+            &client,
+            &auth,
+            dpop,
+            opts.flow_timeout,
+        )
+        .await?;
+        Ok((client, resp))
     }
 
     async fn code_flow(

@@ -32,6 +32,8 @@ pub enum Step {
     JwtBearer,
     /// Token exchange at an enterprise identity provider (RFC 8693).
     TokenExchange,
+    /// The device authorization grant (RFC 8628): codes, and polling for the decision.
+    DeviceAuthorization,
     /// Revoking tokens (RFC 7009).
     Revocation,
     /// Talking MCP to the server.
@@ -51,6 +53,7 @@ impl fmt::Display for Step {
             Step::ClientCredentials => "client credentials grant",
             Step::JwtBearer => "JWT-bearer grant",
             Step::TokenExchange => "token exchange at the identity provider",
+            Step::DeviceAuthorization => "device authorization",
             Step::Revocation => "token revocation",
             Step::Mcp => "MCP request",
         })

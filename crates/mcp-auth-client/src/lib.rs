@@ -40,6 +40,7 @@
 
 pub mod authorize;
 mod client;
+pub mod device;
 pub mod discovery;
 pub mod dpop;
 pub mod enterprise;
@@ -56,6 +57,7 @@ pub use client::{
     ClientOptions, GrantKind, OAuthClient, PendingAuthorization, ResourceMode, Token,
     WorkloadToken, challenge_of,
 };
+pub use device::{DeviceAuthorization, DevicePrompt};
 pub use dpop::DpopPolicy;
 pub use enterprise::EnterpriseIdp;
 pub use error::{Error, Result, Step};

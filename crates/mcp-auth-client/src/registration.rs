@@ -202,9 +202,17 @@ async fn register(
     } else {
         choose_auth_method(&supported, true, false)
     };
-    let mut grant_types = vec!["authorization_code".to_owned()];
+    // Without a redirect URI (the device flow) there is no code grant to register; with one,
+    // the same client may log in by the device flow later (another terminal, no browser).
+    let mut grant_types = Vec::new();
+    if redirect_uri.is_some() {
+        grant_types.push("authorization_code".to_owned());
+    }
     if disc.metadata.supports_grant("refresh_token") {
         grant_types.push("refresh_token".to_owned());
+    }
+    if disc.metadata.device_authorization_endpoint.is_some() {
+        grant_types.push(crate::device::DEVICE_CODE_GRANT.to_owned());
     }
     let loopback = redirect_uri.is_none_or(|u| {
         url::Url::parse(u)
@@ -214,8 +222,12 @@ async fn register(
     let body = ClientMetadata {
         redirect_uris: redirect_uri.map(|u| vec![u.to_owned()]).unwrap_or_default(),
         token_endpoint_auth_method: Some(method.clone()),
+        response_types: if redirect_uri.is_some() {
+            vec!["code".into()]
+        } else {
+            Vec::new()
+        },
         grant_types,
-        response_types: vec!["code".into()],
         application_type: Some(if loopback { "native" } else { "web" }.into()),
         client_name: Some(identity.client_name.clone()),
         client_uri: identity.client_uri.clone(),

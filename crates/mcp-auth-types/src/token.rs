@@ -291,6 +291,11 @@ pub enum TokenRequest<'a> {
         /// RFC 8707 resource.
         resource: Option<&'a str>,
     },
+    /// Polling for the device authorization grant (RFC 8628 §3.4).
+    DeviceCode {
+        /// The `device_code` from the device authorization response (a secret).
+        device_code: &'a str,
+    },
 }
 
 impl TokenRequest<'_> {
@@ -301,6 +306,7 @@ impl TokenRequest<'_> {
             Self::RefreshToken { .. } => GrantType::RefreshToken,
             Self::ClientCredentials { .. } => GrantType::ClientCredentials,
             Self::JwtBearer { .. } => GrantType::JwtBearer,
+            Self::DeviceCode { .. } => GrantType::DeviceCode,
         }
     }
 
@@ -340,6 +346,9 @@ impl TokenRequest<'_> {
                 f.push(("assertion", (*assertion).to_owned()));
                 f.extend(scope.map(|s| ("scope", s.to_string())));
                 f.extend(resource.map(|r| ("resource", r.to_owned())));
+            }
+            Self::DeviceCode { device_code } => {
+                f.push(("device_code", (*device_code).to_owned()));
             }
         }
         f

@@ -2,6 +2,7 @@
 //! loopback port, and an HTTP client that never follows redirects.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -168,5 +169,116 @@ impl Drop for ServeProcess {
                 self.stderr.lock().unwrap_or_else(|e| e.into_inner())
             );
         }
+    }
+}
+
+/// A person at a browser: cookies per host (not per port, as browsers keep them), redirects
+/// followed by hand, forms submitted.
+#[derive(Default)]
+pub struct Person {
+    pub cookies: HashMap<String, HashMap<String, String>>,
+    /// Every page and redirect seen, for the leak checks.
+    pub seen: String,
+}
+
+pub struct Page {
+    pub url: url::Url,
+    pub status: reqwest::StatusCode,
+    pub body: String,
+}
+
+impl Page {
+    pub fn field(&self, name: &str) -> String {
+        let marker = format!("name={name} value=\"");
+        let start = self
+            .body
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no field {name} at {}: {}", self.url, self.body))
+            + marker.len();
+        let end = self.body[start..].find('"').unwrap() + start;
+        self.body[start..end].replace("&amp;", "&")
+    }
+
+    pub fn form_action(&self) -> String {
+        let start = self.body.find("action=\"").unwrap() + 8;
+        let end = self.body[start..].find('"').unwrap() + start;
+        self.body[start..end].replace("&amp;", "&")
+    }
+}
+
+impl Person {
+    pub async fn request(
+        &mut self,
+        method: reqwest::Method,
+        url: &str,
+        form: Option<Vec<(String, String)>>,
+    ) -> Page {
+        let client = http();
+        let mut url = url::Url::parse(url).unwrap();
+        let mut method = method;
+        let mut form = form;
+        for _ in 0..20 {
+            let host = url.host_str().unwrap().to_owned();
+            let mut req = client.request(method.clone(), url.clone());
+            if let Some(jar) = self.cookies.get(&host) {
+                let c: Vec<String> = jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                if !c.is_empty() {
+                    req = req.header("cookie", c.join("; "));
+                }
+            }
+            if let Some(f) = &form {
+                req = req.form(f);
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => panic!("{method} {url}: {e}"),
+            };
+            let status = resp.status();
+            for v in resp.headers().get_all("set-cookie") {
+                let v = v.to_str().unwrap();
+                let (kv, attrs) = v.split_once(';').unwrap_or((v, ""));
+                let (k, val) = kv.split_once('=').unwrap();
+                let jar = self.cookies.entry(host.clone()).or_default();
+                if attrs.contains("Max-Age=0") {
+                    jar.remove(k);
+                } else {
+                    jar.insert(k.to_owned(), val.to_owned());
+                }
+            }
+            if status.is_redirection() {
+                let loc = resp.headers()["location"].to_str().unwrap().to_owned();
+                self.seen.push_str(&loc);
+                self.seen.push('\n');
+                url = url.join(&loc).unwrap();
+                method = reqwest::Method::GET;
+                form = None;
+                continue;
+            }
+            let body = resp.text().await.unwrap_or_default();
+            self.seen.push_str(&body);
+            self.seen.push('\n');
+            return Page { url, status, body };
+        }
+        panic!("too many redirects");
+    }
+
+    pub async fn open(&mut self, url: &str) -> Page {
+        self.request(reqwest::Method::GET, url, None).await
+    }
+
+    /// Submits the page's form with `extra` fields and the button `button=value`.
+    pub async fn submit(&mut self, page: &Page, fields: &[(&str, &str)]) -> Page {
+        let action = page.url.join(&page.form_action()).unwrap();
+        let mut form: Vec<(String, String)> = Vec::new();
+        for hidden in ["pending", "csrf"] {
+            if page.body.contains(&format!("name={hidden} value=")) {
+                form.push((hidden.into(), page.field(hidden)));
+            }
+        }
+        for (k, v) in fields {
+            form.push((k.to_string(), v.to_string()));
+        }
+        self.request(reqwest::Method::POST, action.as_str(), Some(form))
+            .await
     }
 }
