@@ -42,6 +42,8 @@ pub struct AppState {
     pub vault: Option<crate::upstream::UpstreamVault>,
     /// Fetches client ID metadata documents (URL client ids).
     pub cimd: DocumentFetcher,
+    /// The trusted issuers' key sets (the jwt-bearer grant, [`crate::jwt_bearer`]).
+    pub issuer_keys: Arc<crate::jwt_bearer::IssuerKeys>,
     /// Stops the signing keys' periodic reload when the last clone of the state goes.
     pub(crate) _reloader: Arc<AbortOnDrop>,
 }
@@ -136,6 +138,12 @@ pub fn metadata_document(c: &ServerConfig, oidc: bool) -> Value {
     });
     if c.allow_dynamic_registration {
         m["registration_endpoint"] = json!(c.endpoint("/register"));
+    }
+    // RFC 7523 §2.1: offered only when some issuer is trusted to sign grants.
+    if !c.trusted_issuers.is_empty()
+        && let Some(g) = m["grant_types_supported"].as_array_mut()
+    {
+        g.push(json!(crate::jwt_bearer::GRANT_TYPE));
     }
     if let Some(s) = &c.scopes_supported {
         m["scopes_supported"] = json!(s.iter().map(|x| x.as_str()).collect::<Vec<_>>());
@@ -293,6 +301,23 @@ fn check_resource(
         }
     }
     Ok(Some(r.to_owned()))
+}
+
+/// [`check_resource`] for the token endpoint's grants.
+pub(crate) fn checked_resource(
+    s: &AppState,
+    resource: Option<&String>,
+) -> Result<Option<String>, OAuthError> {
+    check_resource(s, resource.map(String::as_str)).map_err(|(c, d)| OAuthError::new(c, d))
+}
+
+/// [`check_scope`] for the token endpoint's grants.
+pub(crate) fn checked_scope(
+    s: &AppState,
+    client: &ClientRow,
+    requested: Option<&str>,
+) -> Result<ScopeSet, OAuthError> {
+    check_scope(s, client, requested).map_err(|(c, d)| OAuthError::new(c, d))
 }
 
 // ---------------------------------------------------------------- /authorize
@@ -736,7 +761,7 @@ fn token_json(v: Value) -> Response {
     r
 }
 
-fn client_allows_grant(client: &ClientRow, grant: &str) -> bool {
+pub(crate) fn client_allows_grant(client: &ClientRow, grant: &str) -> bool {
     match client.metadata.get("grant_types").and_then(Value::as_array) {
         Some(g) => g.iter().any(|x| x.as_str() == Some(grant)),
         // RFC 7591 §2: without grant_types a client uses the code grant; its refresh tokens
@@ -811,7 +836,7 @@ async fn revoke_grant(s: &AppState, family_id: &str, now: u64) -> Result<(), Sto
 
 /// Mints an access token in the grant `family` (when given), and a refresh token in it when
 /// `with_refresh`.
-async fn mint(
+pub(crate) async fn mint(
     s: &AppState,
     client_id: &str,
     subject: &str,
@@ -1164,6 +1189,9 @@ async fn token_inner(
             )
             .await
         }
+        crate::jwt_bearer::GRANT_TYPE if !s.config.trusted_issuers.is_empty() => {
+            crate::jwt_bearer::grant(s, &client, &form).await
+        }
         "" => Err(OAuthError::invalid_request("grant_type is missing")),
         other => Err(OAuthError::new(
             ErrorCode::UnsupportedGrantType,
@@ -1233,10 +1261,13 @@ fn check_metadata(s: &AppState, body: Value) -> Result<CheckedMetadata, OAuthErr
         meta.grant_types.clone()
     };
     for g in &grants {
-        if !matches!(
-            g.as_str(),
-            "authorization_code" | "refresh_token" | "client_credentials"
-        ) {
+        // The jwt-bearer grant only where some issuer is trusted to sign grants.
+        let offered = match g.as_str() {
+            "authorization_code" | "refresh_token" | "client_credentials" => true,
+            crate::jwt_bearer::GRANT_TYPE => !s.config.trusted_issuers.is_empty(),
+            _ => false,
+        };
+        if !offered {
             return Err(bad_metadata(format!("unsupported grant type {g}")));
         }
     }

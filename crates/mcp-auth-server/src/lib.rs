@@ -54,6 +54,7 @@ pub mod config;
 pub mod error;
 pub mod flow;
 pub mod handlers;
+pub mod jwt_bearer;
 pub mod keys;
 #[cfg(feature = "resource")]
 pub mod local_verifier;
@@ -65,7 +66,7 @@ pub mod router;
 pub mod store;
 pub mod upstream;
 
-pub use config::{CimdConfig, ServerConfig, Ttls};
+pub use config::{CimdConfig, ServerConfig, SubjectMapping, TrustKind, TrustedIssuer, Ttls};
 pub use keys::{AccessClaims, Keys};
 pub use login::{IdentityProvider, LocalAccounts, UpstreamIdentity};
 pub use router::AuthorizationServer;

@@ -30,6 +30,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "sessions and upstream tokens",
         sql: include_str!("../migrations/0002_sessions_upstream.sql"),
     },
+    Migration {
+        version: 4,
+        name: "single-use claims",
+        sql: include_str!("../migrations/0004_claims.sql"),
+    },
 ];
 
 /// The first key of the advisory lock serializing migrations ("mcpa"); the second is a hash

@@ -106,6 +106,9 @@ macro_rules! store_suite {
             tenants_are_isolated_in_consents_sessions_and_upstream,
             sweep_removes_expired_rows,
             sweep_removes_expired_sessions_and_upstream_rows,
+            claim_once_is_single_use_until_expiry,
+            claim_once_concurrent_has_one_winner,
+            sweep_removes_expired_claims,
         );
     };
 }
@@ -1781,6 +1784,84 @@ pub async fn sweep_removes_expired_sessions_and_upstream_rows(f: Fixture) {
         Some(swapped)
     );
     assert_eq!(s.sweep(later + 1).await.unwrap(), 3);
+}
+
+/// A claim is held until its expiry: a second claim of the key fails until then, succeeds
+/// after, and namespaces and tenants do not share keys.
+pub async fn claim_once_is_single_use_until_expiry(f: Fixture) {
+    let s = f.store();
+    let k = hash_secret("jti-1");
+    let until = NOW + 60;
+    assert!(s.claim_once("t1", "iss-a", &k, until, NOW).await.unwrap());
+    assert!(!s.claim_once("t1", "iss-a", &k, until, NOW).await.unwrap());
+    // A later claim with a longer expiry does not extend or replace a live one.
+    assert!(
+        !s.claim_once("t1", "iss-a", &k, until + 600, NOW + 59)
+            .await
+            .unwrap()
+    );
+    assert!(s.claim_once("t1", "iss-b", &k, until, NOW).await.unwrap());
+    assert!(s.claim_once("t2", "iss-a", &k, until, NOW).await.unwrap());
+    // Expired: the key may be claimed again, and is then held until the new expiry.
+    assert!(
+        s.claim_once("t1", "iss-a", &k, until + 60, until)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.claim_once("t1", "iss-a", &k, until + 60, until + 59)
+            .await
+            .unwrap()
+    );
+    let other = hash_secret("jti-2");
+    assert!(
+        s.claim_once("t1", "iss-a", &other, until, NOW)
+            .await
+            .unwrap()
+    );
+}
+
+/// Of [`RACERS`] concurrent claims of one key, exactly one succeeds.
+pub async fn claim_once_concurrent_has_one_winner(f: Fixture) {
+    let s = f.store().clone();
+    let k = hash_secret("jti-race");
+    let results = race(&s, |s| {
+        let k = k.clone();
+        async move { s.claim_once("t1", "iss-a", &k, NOW + 60, NOW).await }
+    })
+    .await;
+    let winners = results.iter().filter(|won| **won).count();
+    assert_eq!(winners, 1, "{results:?}");
+}
+
+/// A sweep deletes expired claims and keeps live ones.
+pub async fn sweep_removes_expired_claims(f: Fixture) {
+    let s = f.store();
+    let later = NOW + 1_000;
+    let gone = hash_secret("jti-gone");
+    let kept = hash_secret("jti-kept");
+    assert!(
+        s.claim_once("t1", "iss-a", &gone, later, NOW)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.claim_once("t1", "iss-a", &kept, later + 1, NOW)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.sweep(NOW).await.unwrap(), 0);
+    assert_eq!(s.sweep(later).await.unwrap(), 1);
+    assert!(
+        !s.claim_once("t1", "iss-a", &kept, later + 60, later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.claim_once("t1", "iss-a", &gone, later + 60, later)
+            .await
+            .unwrap()
+    );
 }
 
 /// Runs [`RACERS`] copies of `op` at once (released together by a barrier) and returns
