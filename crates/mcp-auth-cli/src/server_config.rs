@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use mcp_auth_server::ratelimit::{Quota, RateLimits};
-use mcp_auth_server::{ServerConfig, Ttls};
+use mcp_auth_server::{ServerConfig, TrustedIssuer, Ttls};
 use mcp_auth_types::ScopeSet;
 use serde::Deserialize;
 use sha2::Digest as _;
@@ -48,6 +48,15 @@ pub struct ServerFile {
     pub upstream: Vec<UpstreamFile>,
     /// `[upstream_tokens]`: how the users' upstream tokens are sealed.
     pub upstream_tokens: Option<UpstreamTokensFile>,
+    /// `[[trusted_issuer]]`: enterprise identity providers (ID-JAG) and workload platforms
+    /// whose JWTs the token endpoint accepts as RFC 7523 jwt-bearer grants. Fields:
+    /// `id`, `kind = "enterprise" | "workload"`, `issuer`, `jwks_uri`, `audience`,
+    /// `subject_claim`, `subject_mapping = "prefixed" | "local_account"`,
+    /// `allowed_subjects`, `allowed_clients`, `required_claims = { … }`, `scopes`,
+    /// `algorithms`, `max_assertion_lifetime`, `leeway`, `allow_http`,
+    /// `issue_refresh_tokens` (see `mcp_auth_server::TrustedIssuer`).
+    #[serde(default)]
+    pub trusted_issuer: Vec<TrustedIssuer>,
     /// `[dpop]`: sender-constrained tokens (RFC 9449).
     pub dpop: Option<DpopFile>,
 }
@@ -333,6 +342,9 @@ impl ServerFile {
                 ..Default::default()
             });
         }
+        c.trusted_issuers = self.trusted_issuer.clone();
+        c.check_trusted_issuers()
+            .map_err(|e| anyhow!("[[trusted_issuer]]: {e}"))?;
         c.dev_auto_approve = dev_auto_approve;
         Ok(c)
     }
@@ -411,6 +423,88 @@ mod tests {
             "mcp:read mcp:write"
         );
         assert_eq!(c.default_scopes.to_string(), "mcp:read");
+    }
+
+    #[test]
+    fn parses_trusted_issuers() {
+        let f: ServerFile = toml::from_str(
+            r#"
+            [[trusted_issuer]]
+            id = "acme"
+            kind = "enterprise"
+            issuer = "https://acme.okta.com"
+            allowed_clients = ["agent-1"]
+            subject_claim = "email"
+            subject_mapping = "local_account"
+            scopes = ["files:read"]
+            algorithms = ["RS256", "ES256"]
+            max_assertion_lifetime = 600
+            [[trusted_issuer]]
+            id = "gha"
+            kind = "workload"
+            issuer = "https://token.actions.githubusercontent.com"
+            jwks_uri = "https://token.actions.githubusercontent.com/.well-known/jwks"
+            audience = "https://auth.example.com"
+            allowed_subjects = ["repo:acme/*:ref:refs/heads/main"]
+            required_claims = { repository_owner = "acme" }
+            leeway = 30
+            issue_refresh_tokens = true
+            "#,
+        )
+        .unwrap();
+        let c = f.server_config("https://auth.example.com", false).unwrap();
+        let [acme, gha] = c.trusted_issuers.as_slice() else {
+            panic!("two issuers expected");
+        };
+        assert_eq!(acme.kind, mcp_auth_server::TrustKind::Enterprise);
+        assert_eq!(
+            acme.subject_mapping,
+            mcp_auth_server::SubjectMapping::LocalAccount
+        );
+        assert_eq!(acme.max_assertion_lifetime_secs, 600);
+        assert_eq!(acme.algorithms.len(), 2);
+        assert_eq!(acme.scopes.as_ref().unwrap().to_string(), "files:read");
+        assert!(!acme.issue_refresh_tokens);
+        assert_eq!(gha.leeway_secs, 30);
+        assert_eq!(gha.max_assertion_lifetime_secs, 3600);
+        assert_eq!(gha.required_claims["repository_owner"], "acme");
+        assert!(gha.issue_refresh_tokens);
+    }
+
+    #[test]
+    fn unusable_trusted_issuers_are_errors() {
+        // HS256 and none cannot be named.
+        for alg in ["HS256", "none"] {
+            let text = format!(
+                "[[trusted_issuer]]\nid = \"a\"\nkind = \"enterprise\"\n\
+                 issuer = \"https://idp.example.com\"\nalgorithms = [\"{alg}\"]"
+            );
+            let err = toml::from_str::<ServerFile>(&text).unwrap_err();
+            assert!(err.to_string().contains("not allowed"), "{err}");
+        }
+        // A workload issuer that would accept every workload of the platform.
+        let f: ServerFile = toml::from_str(
+            "[[trusted_issuer]]\nid = \"gha\"\nkind = \"workload\"\n\
+             issuer = \"https://token.actions.githubusercontent.com\"",
+        )
+        .unwrap();
+        let err = f
+            .server_config("https://auth.example.com", false)
+            .unwrap_err();
+        assert!(err.to_string().contains("allowed_subjects"), "{err}");
+        // Plain http off loopback.
+        let f: ServerFile = toml::from_str(
+            "[[trusted_issuer]]\nid = \"a\"\nkind = \"enterprise\"\n\
+             issuer = \"http://idp.example.com\"\nallowed_clients = [\"c\"]\nallow_http = true",
+        )
+        .unwrap();
+        assert!(f.server_config("https://auth.example.com", false).is_err());
+        assert!(
+            toml::from_str::<ServerFile>(
+                "[[trusted_issuer]]\nid = \"a\"\nkind = \"enterprise\"\nissuer = \"x\"\nissur = 1"
+            )
+            .is_err()
+        );
     }
 
     #[test]

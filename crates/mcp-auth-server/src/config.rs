@@ -1,8 +1,11 @@
 //! Server configuration: issuer, lifetimes, what the server offers.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mcp_auth_types::ScopeSet;
+pub use mcp_auth_upstream::id_token::SigningAlgorithm;
+use serde::{Deserialize, Deserializer};
 
 /// Token and code lifetimes. The defaults are the predecessor project's, and each can be
 /// set from the environment variable named on it.
@@ -154,6 +157,10 @@ pub struct ServerConfig {
     /// DPoP (RFC 9449): accept proofs at the token endpoint and bind tokens to the client's
     /// key; `None` (the default): bearer tokens only, `DPoP` headers ignored.
     pub dpop: Option<mcp_auth_resource::dpop::DpopOptions>,
+    /// Issuers whose JWTs the token endpoint accepts as RFC 7523 authorization grants
+    /// (`grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`); empty: the grant is off
+    /// and not advertised. See [`crate::jwt_bearer`].
+    pub trusted_issuers: Vec<TrustedIssuer>,
 }
 
 impl ServerConfig {
@@ -174,11 +181,294 @@ impl ServerConfig {
             rate_limits: crate::ratelimit::RateLimits::default(),
             client_id_metadata_documents: CimdConfig::default(),
             dpop: None,
+            trusted_issuers: Vec::new(),
         }
+    }
+
+    /// Checks every [`TrustedIssuer`] ([`TrustedIssuer::check`]) and that their ids are
+    /// unique. The server refuses to start otherwise.
+    pub fn check_trusted_issuers(&self) -> Result<(), TrustConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for t in &self.trusted_issuers {
+            t.check()?;
+            if !seen.insert(t.id.as_str()) {
+                return Err(TrustConfigError::new(
+                    &t.id,
+                    "two trusted issuers have this id",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// `{issuer}{path}`.
     pub fn endpoint(&self, path: &str) -> String {
         format!("{}{path}", self.issuer.trim_end_matches('/'))
+    }
+}
+
+/// What a trusted issuer's assertions stand for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrustKind {
+    /// An enterprise identity provider issuing Identity Assertion JWT Authorization Grants
+    /// (ID-JAG, MCP "enterprise-managed authorization", SEP-990): `typ` must be
+    /// `oauth-id-jag+jwt`, and the assertion names the client (`client_id`) and the
+    /// resource it is for. The enterprise's trust configuration is the user's consent.
+    Enterprise,
+    /// A workload identity platform (Kubernetes service account tokens, GitHub Actions
+    /// OIDC tokens, cloud workload identity; MCP workload identity federation, SEP-1933):
+    /// the assertion identifies the workload; which subjects may use it is configured.
+    Workload,
+}
+
+impl TrustKind {
+    /// `enterprise` or `workload`: also the default account prefix.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enterprise => "enterprise",
+            Self::Workload => "workload",
+        }
+    }
+}
+
+/// How an assertion's subject becomes the subject of the tokens issued for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectMapping {
+    /// `{kind}:{id}:{subject}` (`enterprise:acme:00u1abc`, `workload:ci:repo:org/app:ref:…`):
+    /// accounts of their own, which no other login can produce.
+    #[default]
+    Prefixed,
+    /// The local account with that username (`local:{subject}`), which must exist
+    /// (`mcp-auth users add`): for an enterprise whose users already have accounts here,
+    /// usually with `subject_claim = "email"`.
+    LocalAccount,
+}
+
+/// An issuer whose JWTs the token endpoint accepts as authorization grants (RFC 7523 §2.1,
+/// §3), and what it may grant. `[[trusted_issuer]]` in `server.toml` has the same fields.
+///
+/// Nothing is trusted by default: an issuer must be configured, its keys come only from its
+/// `jwks_uri` (or its discovery document), and a workload issuer must name the subjects it
+/// may speak for ([`check`](Self::check) enforces both).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedIssuer {
+    /// A short name (`[a-z0-9_-]`, at most 64), used in account names and logs.
+    pub id: String,
+    /// Enterprise IdP or workload platform.
+    pub kind: TrustKind,
+    /// The issuer, compared exactly with the assertion's `iss` (RFC 7523 §3 point 1).
+    pub issuer: String,
+    /// Where its keys are; absent: the `jwks_uri` of its discovery document
+    /// (`{issuer}/.well-known/openid-configuration`, then RFC 8414's
+    /// `oauth-authorization-server`).
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// An `aud` accepted besides this server's issuer (RFC 7523 §3 point 3), for platforms
+    /// whose token audience is configured separately (a Kubernetes projected token's
+    /// `audience`).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// The claim naming the subject (default `sub`; `email` to map users by address).
+    #[serde(default = "default_subject_claim")]
+    pub subject_claim: String,
+    /// How the subject becomes an account here.
+    #[serde(default)]
+    pub subject_mapping: SubjectMapping,
+    /// Workload: the subjects that may use this issuer, as globs (`*` any run of
+    /// characters, `?` one): `repo:acme/deploy:ref:refs/heads/main`,
+    /// `system:serviceaccount:tools:*`. Required for workloads. Enterprise: empty means any.
+    #[serde(default)]
+    pub allowed_subjects: Vec<String>,
+    /// The client ids (of this server) that may present this issuer's assertions. Required
+    /// for enterprise issuers; for workloads, empty means any client allowed the grant.
+    #[serde(default)]
+    pub allowed_clients: Vec<String>,
+    /// Claims the assertion must carry with these values (`repository = "acme/app"`). A
+    /// string also matches an array claim containing it.
+    #[serde(default)]
+    pub required_claims: BTreeMap<String, serde_json::Value>,
+    /// The most a grant from this issuer may carry; absent: whatever the server and client
+    /// allow. Also the scope granted when neither the request nor the assertion names one.
+    #[serde(default, deserialize_with = "scope_list")]
+    pub scopes: Option<ScopeSet>,
+    /// The signature algorithms accepted (default ES256, ES384, RS256, PS256, EdDSA);
+    /// `none` and `HS*` cannot be named.
+    #[serde(default = "default_algorithms", deserialize_with = "algorithm_list")]
+    pub algorithms: Vec<SigningAlgorithm>,
+    /// The longest `exp - iat` accepted, in seconds (default 3600): a long-lived token is
+    /// not a grant.
+    #[serde(default = "default_max_lifetime", rename = "max_assertion_lifetime")]
+    pub max_assertion_lifetime_secs: u64,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds (default 60).
+    #[serde(default = "default_leeway", rename = "leeway")]
+    pub leeway_secs: u64,
+    /// Accept plain-http `issuer` and `jwks_uri` on loopback (tests only; default false).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Issue refresh tokens with grants from this issuer (default false: RFC 7523 §3.1
+    /// does not call for them; the client presents a fresh assertion instead).
+    #[serde(default)]
+    pub issue_refresh_tokens: bool,
+}
+
+fn default_subject_claim() -> String {
+    "sub".into()
+}
+
+/// The default algorithm allow-list of a trusted issuer.
+pub const DEFAULT_TRUSTED_ALGORITHMS: &[SigningAlgorithm] = &[
+    SigningAlgorithm::ES256,
+    SigningAlgorithm::ES384,
+    SigningAlgorithm::RS256,
+    SigningAlgorithm::PS256,
+    SigningAlgorithm::EdDSA,
+];
+
+fn default_algorithms() -> Vec<SigningAlgorithm> {
+    DEFAULT_TRUSTED_ALGORITHMS.to_vec()
+}
+
+fn default_max_lifetime() -> u64 {
+    3600
+}
+
+fn default_leeway() -> u64 {
+    60
+}
+
+fn scope_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ScopeSet>, D::Error> {
+    let items = Vec::<String>::deserialize(d)?;
+    ScopeSet::from_strs(&items)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+fn algorithm_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SigningAlgorithm>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|name| {
+            SigningAlgorithm::from_name(name).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "algorithm {name:?} is unknown or not allowed (none and HS* never are)"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// A [`TrustedIssuer`] that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("trusted issuer {id:?}: {reason}")]
+pub struct TrustConfigError {
+    /// The issuer's id.
+    pub id: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl TrustConfigError {
+    fn new(id: &str, reason: impl Into<String>) -> Self {
+        Self {
+            id: id.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl TrustedIssuer {
+    /// A trusted issuer of `kind` with the defaults: subjects from `sub`, prefixed; the
+    /// default algorithms; assertions of at most an hour; no refresh tokens. A workload
+    /// issuer still needs [`allowed_subjects`](Self::allowed_subjects), an enterprise one
+    /// [`allowed_clients`](Self::allowed_clients).
+    pub fn new(id: impl Into<String>, kind: TrustKind, issuer: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            kind,
+            issuer: issuer.into(),
+            jwks_uri: None,
+            audience: None,
+            subject_claim: default_subject_claim(),
+            subject_mapping: SubjectMapping::Prefixed,
+            allowed_subjects: Vec::new(),
+            allowed_clients: Vec::new(),
+            required_claims: BTreeMap::new(),
+            scopes: None,
+            algorithms: default_algorithms(),
+            max_assertion_lifetime_secs: default_max_lifetime(),
+            leeway_secs: default_leeway(),
+            allow_http: false,
+            issue_refresh_tokens: false,
+        }
+    }
+
+    /// Checks the configuration: a usable id; `issuer` and `jwks_uri` https URLs (http
+    /// only on loopback with [`allow_http`](Self::allow_http)); at least one algorithm; a
+    /// positive lifetime bound; a subject claim; a workload issuer with allowed subjects
+    /// and an enterprise issuer with allowed clients.
+    pub fn check(&self) -> Result<(), TrustConfigError> {
+        let bad = |reason: &str| Err(TrustConfigError::new(&self.id, reason));
+        let id_ok = !self.id.is_empty()
+            && self.id.len() <= 64
+            && self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !id_ok {
+            return bad("the id must be 1 to 64 characters of a-z, 0-9, - and _");
+        }
+        check_url(&self.issuer, "issuer", self.allow_http)
+            .map_err(|r| TrustConfigError::new(&self.id, r))?;
+        if let Some(u) = &self.jwks_uri {
+            check_url(u, "jwks_uri", self.allow_http)
+                .map_err(|r| TrustConfigError::new(&self.id, r))?;
+        }
+        if self.audience.as_deref().is_some_and(str::is_empty) {
+            return bad("audience must not be empty");
+        }
+        if self.subject_claim.is_empty() {
+            return bad("subject_claim must not be empty");
+        }
+        if self.algorithms.is_empty() {
+            return bad("no algorithm is allowed");
+        }
+        if self.max_assertion_lifetime_secs == 0 {
+            return bad("max_assertion_lifetime must be positive");
+        }
+        if self.leeway_secs > 600 {
+            return bad("leeway is at most 600 seconds");
+        }
+        if self.allowed_subjects.iter().any(String::is_empty) {
+            return bad("an allowed subject pattern is empty");
+        }
+        match self.kind {
+            TrustKind::Workload if self.allowed_subjects.is_empty() => bad(
+                "a workload issuer needs allowed_subjects: a platform's issuer signs tokens for \
+                 every workload it runs, not only yours",
+            ),
+            TrustKind::Enterprise if self.allowed_clients.is_empty() => {
+                bad("an enterprise issuer needs allowed_clients: the clients it may grant to")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// An https URL without a fragment, or an http one on loopback when allowed.
+fn check_url(raw: &str, what: &str, allow_http: bool) -> Result<(), String> {
+    let u = url::Url::parse(raw).map_err(|_| format!("{what} is not an absolute URL"))?;
+    if u.fragment().is_some() || u.query().is_some() {
+        return Err(format!("{what} must have no query or fragment"));
+    }
+    let loopback = u.host_str().is_some_and(crate::handlers::is_loopback_host);
+    match u.scheme() {
+        "https" => Ok(()),
+        "http" if allow_http && loopback => Ok(()),
+        "http" if allow_http => Err(format!("{what} may use http only on loopback")),
+        _ => Err(format!(
+            "{what} must be an https URL (allow_http for loopback tests)"
+        )),
     }
 }

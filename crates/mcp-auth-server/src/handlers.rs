@@ -45,6 +45,8 @@ pub struct AppState {
     pub cimd: DocumentFetcher,
     /// Checks DPoP proofs at the token endpoint, when DPoP is on.
     pub dpop: Option<mcp_auth_resource::dpop::DpopGuard>,
+    /// The trusted issuers' key sets (the jwt-bearer grant, [`crate::jwt_bearer`]).
+    pub issuer_keys: Arc<crate::jwt_bearer::IssuerKeys>,
     /// Stops the signing keys' periodic reload when the last clone of the state goes.
     pub(crate) _reloader: Arc<AbortOnDrop>,
 }
@@ -145,6 +147,12 @@ pub fn metadata_document(c: &ServerConfig, oidc: bool) -> Value {
     if c.dpop.is_some() {
         // RFC 9449 §5.1.
         m["dpop_signing_alg_values_supported"] = json!(mcp_auth_types::dpop::ACCEPTED_ALGS);
+    }
+    // RFC 7523 §2.1: offered only when some issuer is trusted to sign grants.
+    if !c.trusted_issuers.is_empty()
+        && let Some(g) = m["grant_types_supported"].as_array_mut()
+    {
+        g.push(json!(crate::jwt_bearer::GRANT_TYPE));
     }
     if let Some(s) = &c.scopes_supported {
         m["scopes_supported"] = json!(s.iter().map(|x| x.as_str()).collect::<Vec<_>>());
@@ -302,6 +310,23 @@ pub(crate) fn check_resource(
         }
     }
     Ok(Some(r.to_owned()))
+}
+
+/// [`check_resource`] for the token endpoint's grants.
+pub(crate) fn checked_resource(
+    s: &AppState,
+    resource: Option<&String>,
+) -> Result<Option<String>, OAuthError> {
+    check_resource(s, resource.map(String::as_str)).map_err(|(c, d)| OAuthError::new(c, d))
+}
+
+/// [`check_scope`] for the token endpoint's grants.
+pub(crate) fn checked_scope(
+    s: &AppState,
+    client: &ClientRow,
+    requested: Option<&str>,
+) -> Result<ScopeSet, OAuthError> {
+    check_scope(s, client, requested).map_err(|(c, d)| OAuthError::new(c, d))
 }
 
 // ---------------------------------------------------------------- /authorize
@@ -1269,6 +1294,9 @@ async fn token_inner(
         crate::device::DEVICE_CODE_GRANT => {
             crate::device::token_grant(s, &client, &form, binding.as_ref()).await
         }
+        crate::jwt_bearer::GRANT_TYPE if !s.config.trusted_issuers.is_empty() => {
+            crate::jwt_bearer::grant(s, &client, &form, binding.as_ref()).await
+        }
         "" => Err(OAuthError::invalid_request("grant_type is missing")),
         other => Err(OAuthError::new(
             ErrorCode::UnsupportedGrantType,
@@ -1338,13 +1366,14 @@ fn check_metadata(s: &AppState, body: Value) -> Result<CheckedMetadata, OAuthErr
         meta.grant_types.clone()
     };
     for g in &grants {
-        if !matches!(
-            g.as_str(),
-            "authorization_code"
-                | "refresh_token"
-                | "client_credentials"
-                | crate::device::DEVICE_CODE_GRANT
-        ) {
+        // The jwt-bearer grant only where some issuer is trusted to sign grants.
+        let offered = match g.as_str() {
+            "authorization_code" | "refresh_token" | "client_credentials" => true,
+            crate::device::DEVICE_CODE_GRANT => true,
+            crate::jwt_bearer::GRANT_TYPE => !s.config.trusted_issuers.is_empty(),
+            _ => false,
+        };
+        if !offered {
             return Err(bad_metadata(format!("unsupported grant type {g}")));
         }
     }

@@ -65,6 +65,7 @@ pub mod device;
 pub mod error;
 pub mod flow;
 pub mod handlers;
+pub mod jwt_bearer;
 pub mod keys;
 #[cfg(feature = "resource")]
 pub mod local_verifier;
@@ -76,7 +77,7 @@ pub mod router;
 pub mod store;
 pub mod upstream;
 
-pub use config::{CimdConfig, ServerConfig, Ttls};
+pub use config::{CimdConfig, ServerConfig, SubjectMapping, TrustKind, TrustedIssuer, Ttls};
 pub use keys::{AccessClaims, Keys};
 pub use login::{IdentityProvider, LocalAccounts, UpstreamIdentity};
 pub use router::AuthorizationServer;

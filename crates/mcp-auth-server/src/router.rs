@@ -77,6 +77,11 @@ impl AuthorizationServer {
                 }
             }
         }
+        config
+            .check_trusted_issuers()
+            .map_err(|e| KeyError::Config(e.to_string()))?;
+        let issuer_keys = crate::jwt_bearer::IssuerKeys::new()
+            .map_err(|e| KeyError::Config(format!("cannot build the HTTP client: {e}")))?;
         let keys = Keys::new(store.clone(), config.tenant.clone());
         keys.ensure(config.ttls.access_token).await?;
         let cimd = DocumentFetcher::new(config.client_id_metadata_documents.clone());
@@ -93,6 +98,7 @@ impl AuthorizationServer {
                 idps: idps.into(),
                 vault,
                 cimd,
+                issuer_keys: Arc::new(issuer_keys),
                 _reloader: reloader,
             },
         })

@@ -35,6 +35,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "device authorizations",
         sql: include_str!("../migrations/0003_device.sql"),
     },
+    Migration {
+        version: 4,
+        name: "single-use claims",
+        sql: include_str!("../migrations/0004_claims.sql"),
+    },
 ];
 
 /// The first key of the advisory lock serializing migrations ("mcpa"); the second is a hash

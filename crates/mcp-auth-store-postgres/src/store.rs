@@ -1038,6 +1038,30 @@ impl Store for PostgresStore {
         })
     }
 
+    async fn claim_once(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        key: &str,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        // One statement: a concurrent insert of the same key waits for the first one's
+        // commit, then sees a live claim and changes nothing.
+        with_conn!(self, |c| {
+            execute(
+                &*c,
+                "INSERT INTO claims (tenant, namespace, key_hash, expires_at) \
+                 VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (tenant, namespace, key_hash) DO UPDATE \
+                 SET expires_at = excluded.expires_at WHERE claims.expires_at <= $5",
+                &[&tenant, &namespace, &key, &int(expires_at), &int(now)],
+            )
+            .await
+            .map(|n| n == 1)
+        })
+    }
+
     async fn put_signing_key(&self, row: &SigningKeyRow) -> Result<(), StoreError> {
         let public_jwk = to_json(&row.public_jwk)?;
         with_conn!(self, |c| {
@@ -1630,6 +1654,7 @@ impl Store for PostgresStore {
                 "DELETE FROM sessions WHERE expires_at <= $1",
                 "DELETE FROM upstream_tokens WHERE expires_at <= $1",
                 "DELETE FROM device_authorizations WHERE expires_at <= $1",
+                "DELETE FROM claims WHERE expires_at <= $1",
             ] {
                 total += count(execute(&tx, sql, &[&int(now)]).await?);
             }

@@ -56,6 +56,19 @@ where
     results
 }
 
+/// The versions of the migration files shipped (`migrations/NNNN_*.sql`), in order.
+fn shipped_versions() -> Vec<i32> {
+    let mut v: Vec<i32> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".sql")?.get(..4)?.parse().ok()
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
 async fn versions(schema: &str) -> Vec<i32> {
     raw_client()
         .await
@@ -74,13 +87,13 @@ async fn versions(schema: &str) -> Vec<i32> {
 async fn migrations_are_idempotent_and_versioned() {
     let (store, guard) = fresh_store().await;
     store.put_code(&code("t1", "c1", "fam")).await.unwrap();
-    assert_eq!(versions(&guard.0).await, vec![1, 2, 3]);
+    assert_eq!(versions(&guard.0).await, shipped_versions());
 
     // Connecting again applies nothing and keeps the data.
     let again = PostgresStore::connect_with(options(&guard.0))
         .await
         .unwrap();
-    assert_eq!(versions(&guard.0).await, vec![1, 2, 3]);
+    assert_eq!(versions(&guard.0).await, shipped_versions());
     assert!(matches!(
         again
             .take_code("t1", &hash_secret("c1"), NOW)
@@ -90,12 +103,13 @@ async fn migrations_are_idempotent_and_versioned() {
     ));
 
     // A schema written by a newer program is refused, with a message that says so.
+    let future = shipped_versions().last().unwrap() + 1;
     raw_client()
         .await
         .execute(
             &format!(
                 "INSERT INTO {}.mcp_auth_schema_migrations (version, name, applied_at) \
-                 VALUES (1000, 'from the future', 0)",
+                 VALUES ({future}, 'from the future', 0)",
                 guard.0
             ),
             &[],
@@ -108,7 +122,7 @@ async fn migrations_are_idempotent_and_versioned() {
     assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
     let message = chain(&err);
     assert!(message.contains("newer than this program"), "{message}");
-    assert!(message.contains("version 1000"), "{message}");
+    assert!(message.contains(&format!("version {future}")), "{message}");
 }
 
 /// A schema at version 1 (written by the first releases) is brought up to date on connect,
@@ -129,7 +143,7 @@ async fn a_version_1_schema_is_upgraded() {
     .await
     .unwrap();
     let store = PostgresStore::connect_with(options(&schema)).await.unwrap();
-    assert_eq!(versions(&guard.0).await, vec![1, 2, 3]);
+    assert_eq!(versions(&guard.0).await, shipped_versions());
     let alice = store.get_user("t1", "alice").await.unwrap().unwrap();
     assert_eq!(alice.password_hash, "hash");
     let s = session("t1", "cookie-1");
@@ -163,7 +177,7 @@ async fn concurrent_starts_migrate_once() {
     for start in starts {
         start.await.unwrap().unwrap();
     }
-    assert_eq!(versions(&guard.0).await, vec![1, 2, 3]);
+    assert_eq!(versions(&guard.0).await, shipped_versions());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

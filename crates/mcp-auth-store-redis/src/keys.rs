@@ -82,6 +82,11 @@ impl TenantKeys {
         self.join("access:", jti)
     }
 
+    /// A single-use claim; the namespace is length-prefixed: both parts are free text.
+    pub(crate) fn claim(&self, namespace: &str, key: &str) -> String {
+        self.join("claim:", &format!("{}:{namespace}:{key}", namespace.len()))
+    }
+
     pub(crate) fn signing_key(&self, kid: &str) -> String {
         self.join("key:", kid)
     }

@@ -207,6 +207,22 @@ pub(crate) static REVOKE_FAMILY: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
+/// Claims a key once (`Store::claim_once`): a live claim (its `exp` after now) is left
+/// alone, otherwise the key is claimed until the new expiry. KEYS: claim, expiry index.
+/// ARGV: now, exp, ttl. Returns 1 if claimed. `exp` is compared rather than relying on the
+/// key's TTL alone, so the answer follows the caller's `now` like the other backends.
+pub(crate) static CLAIM_ONCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(lua!(
+        r#"
+local cur = redis.call('HGET', KEYS[1], 'exp')
+if cur and tonumber(cur) > tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'exp', ARGV[2])
+set_expiry(KEYS[1], KEYS[2], ARGV[2], ARGV[3])
+return 1
+"#
+    ))
+});
+
 /// Records an access token revocation, keeping the later expiry. KEYS: record, expiry
 /// index. ARGV: exp, ttl.
 pub(crate) static REVOKE_ACCESS: LazyLock<Script> = LazyLock::new(|| {

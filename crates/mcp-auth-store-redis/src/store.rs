@@ -656,6 +656,23 @@ impl Store for RedisStore {
             .await
     }
 
+    async fn claim_once(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        key: &str,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let mut inv = scripts::CLAIM_ONCE.prepare_invoke();
+        inv.key(self.keys.tenant(tenant).claim(namespace, key))
+            .key(self.keys.expiry())
+            .arg(now.to_string());
+        push_expiry(&mut inv, Some((expires_at, self.ttl(expires_at))));
+        let claimed: i64 = self.script("claim_once", &inv).await?;
+        Ok(claimed == 1)
+    }
+
     async fn put_signing_key(&self, row: &SigningKeyRow) -> Result<(), StoreError> {
         let t = self.keys.tenant(&row.tenant);
         let key = t.signing_key(&row.kid);

@@ -79,6 +79,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_sessions_upstream.sql"),
     include_str!("../migrations/0003_device.sql"),
+    // 0003 (device authorization) is numbered before it; list them in file order.
+    include_str!("../migrations/0004_claims.sql"),
 ];
 
 /// Called with the outcome (`None` = committed and durable) to answer a job's caller.

@@ -831,6 +831,32 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn claim_once(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        key: &str,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let (tenant, namespace, key) = (tenant.to_owned(), namespace.to_owned(), key.to_owned());
+        self.engine
+            .write(Steps::One, move |c| {
+                // One statement: a new key is inserted, an expired claim taken over, a live
+                // one left alone (0 rows changed).
+                execute(
+                    c,
+                    "INSERT INTO claims (tenant, namespace, key_hash, expires_at) \
+                     VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (tenant, namespace, key_hash) DO UPDATE \
+                     SET expires_at = excluded.expires_at WHERE claims.expires_at <= ?5",
+                    params![tenant, namespace, key, int(expires_at), int(now)],
+                )
+                .map(|n| n == 1)
+            })
+            .await
+    }
+
     async fn put_signing_key(&self, row: &SigningKeyRow) -> Result<(), StoreError> {
         let public_jwk = to_json(&row.public_jwk)?;
         let row = row.clone();
@@ -1420,6 +1446,7 @@ impl Store for SqliteStore {
                     "DELETE FROM sessions WHERE expires_at <= ?",
                     "DELETE FROM upstream_tokens WHERE expires_at <= ?",
                     "DELETE FROM device_authorizations WHERE expires_at <= ?",
+                    "DELETE FROM claims WHERE expires_at <= ?",
                 ] {
                     total += execute(c, sql, params![int(now)])?;
                 }

@@ -281,18 +281,38 @@ struct Header {
     #[serde(default)]
     kid: Option<String>,
     #[serde(default)]
+    typ: Option<String>,
+    #[serde(default)]
     crit: Option<Value>,
 }
 
-/// Verifies `token` against the provider's JWKS document (`{"keys": [...]}`) and
-/// `expected`, following OpenID Connect Core §3.1.3.7.
-///
-/// Order matters: everything in the payload is read only after the signature verified.
-pub fn verify(
+/// A JWS whose signature verified against a key set, with its payload not yet checked: what
+/// [`verify_signature`] gives a caller that checks other claims than an ID token's (the
+/// authorization server's RFC 7523 jwt-bearer grant).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct VerifiedJws {
+    /// The header's `alg`, one of the allowed algorithms.
+    pub alg: SigningAlgorithm,
+    /// The header's `kid`.
+    pub kid: Option<String>,
+    /// The header's `typ` (RFC 7515 §4.1.9), as written.
+    pub typ: Option<String>,
+    /// The payload, a JSON object whose claims are unchecked.
+    pub payload: Map<String, Value>,
+}
+
+/// Checks the form and signature of the compact JWS `token` against the JWKS document
+/// `jwks` (`{"keys": [...]}`): at most [`MAX_TOKEN_LEN`], an allowed algorithm (never `none`
+/// or `HS*`), no critical header extension, the key named by `kid` (or the only key for the
+/// algorithm), a signature that verifies, and a JSON object payload. Nothing in the payload
+/// is checked: that is the caller's job. Keys come only from `jwks`, never from the token
+/// (`jku`, `x5u` and `jwk` are ignored).
+pub fn verify_signature(
     token: &str,
     jwks: &Value,
-    expected: &Expected<'_>,
-) -> Result<IdTokenClaims, IdTokenError> {
+    allowed_algs: &[SigningAlgorithm],
+) -> Result<VerifiedJws, IdTokenError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(IdTokenError::Malformed("longer than 16 KiB"));
     }
@@ -303,9 +323,9 @@ pub fn verify(
         return Err(IdTokenError::Malformed("not three dot-separated parts"));
     };
     let header: Header = decode_json(h).ok_or(IdTokenError::Malformed("header"))?;
-    // Points 6-8: an algorithm we accept, never `none` or HMAC.
+    // OpenID Connect Core §3.1.3.7 points 6-8: an algorithm we accept, never `none` or HMAC.
     let alg = SigningAlgorithm::from_name(&header.alg)
-        .filter(|a| expected.allowed_algs.contains(a))
+        .filter(|a| allowed_algs.contains(a))
         .ok_or_else(|| IdTokenError::AlgorithmNotAllowed(sanitize(&header.alg, 40)))?;
     if header.crit.is_some() {
         return Err(IdTokenError::UnsupportedCritical);
@@ -320,7 +340,25 @@ pub fn verify(
     }
     let payload: Map<String, Value> =
         decode_json(p).ok_or(IdTokenError::Malformed("payload is not a JSON object"))?;
-    check_claims(payload, expected)
+    Ok(VerifiedJws {
+        alg,
+        kid: header.kid,
+        typ: header.typ,
+        payload,
+    })
+}
+
+/// Verifies `token` against the provider's JWKS document (`{"keys": [...]}`) and
+/// `expected`, following OpenID Connect Core §3.1.3.7.
+///
+/// Order matters: everything in the payload is read only after the signature verified.
+pub fn verify(
+    token: &str,
+    jwks: &Value,
+    expected: &Expected<'_>,
+) -> Result<IdTokenClaims, IdTokenError> {
+    let jws = verify_signature(token, jwks, expected.allowed_algs)?;
+    check_claims(jws.payload, expected)
 }
 
 fn check_claims(

@@ -54,6 +54,8 @@ struct Tables {
     devices: HashMap<Key, DeviceAuthRow>,
     /// `(tenant, user_code_hash)` -> device_code_hash.
     user_codes: HashMap<Key, String>,
+    /// `(tenant, namespace, key)` -> claimed until.
+    claims: HashMap<(String, String, String), u64>,
 }
 
 #[derive(Debug)]
@@ -327,6 +329,26 @@ impl Store for MemoryStore {
 
     async fn is_access_revoked(&self, tenant: &str, jti: &str) -> Result<bool, StoreError> {
         Ok(self.lock().revoked_access.contains_key(&key(tenant, jti)))
+    }
+
+    async fn claim_once(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        key: &str,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let mut t = self.lock();
+        let slot = t
+            .claims
+            .entry((tenant.to_owned(), namespace.to_owned(), key.to_owned()))
+            .or_insert(0);
+        if now < *slot {
+            return Ok(false);
+        }
+        *slot = expires_at;
+        Ok(true)
     }
 
     async fn put_signing_key(&self, row: &SigningKeyRow) -> Result<(), StoreError> {
@@ -642,7 +664,8 @@ impl Store for MemoryStore {
             + sweep_map(&mut t.keys, |k| k.not_after.is_some_and(|n| now >= n))
             + sweep_map(&mut t.pending, |p| now >= p.expires_at)
             + sweep_map(&mut t.sessions, |x| now >= x.expires_at)
-            + sweep_map(&mut t.upstream, |u| now >= u.expires_at))
+            + sweep_map(&mut t.upstream, |u| now >= u.expires_at)
+            + sweep_map(&mut t.claims, |until| now >= *until))
     }
 }
 

@@ -8,8 +8,8 @@
 //!   [`hash_secret`] before it reaches the store, and looks rows up by that hash.
 //! - **Expired rows are missing.** A row is expired once `now >= expires_at`; reads treat it
 //!   as absent, whether or not [`Store::sweep`] has deleted it yet.
-//! - **Single use is atomic.** [`Store::take_code`], [`Store::rotate_refresh`] and
-//!   [`Store::take_pending`] each decide "first or not" inside the backend in one step, so
+//! - **Single use is atomic.** [`Store::take_code`], [`Store::rotate_refresh`],
+//!   [`Store::take_pending`] and [`Store::claim_once`] each decide "first or not" inside the backend in one step, so
 //!   two concurrent requests can never both win, even across processes sharing a database.
 //!   So do the device authorization grant's [`Store::decide_device`] and
 //!   [`Store::poll_device`] (RFC 8628).
@@ -432,6 +432,26 @@ pub trait Store: Send + Sync {
     /// Whether the access token `jti` was revoked.
     async fn is_access_revoked(&self, tenant: &str, jti: &str) -> Result<bool, StoreError>;
 
+    // ---- single-use claims ----
+
+    /// Claims `key` in `namespace` until `expires_at`, atomically. Returns `true` when
+    /// nobody holds the key (never claimed, or the earlier claim has expired:
+    /// `now >= expires_at` of that claim), and the key is then held until `expires_at`;
+    /// returns `false`, changing nothing, while an unexpired claim exists. Of any number of
+    /// concurrent callers exactly one gets `true`.
+    ///
+    /// The server keeps single-use assertions with it: RFC 7523 §3 lets an authorization
+    /// server refuse a JWT whose `jti` it has seen before, and the jwt-bearer grant does
+    /// (`namespace` names the issuer, `key` is a [`hash_secret`] of the `jti`).
+    async fn claim_once(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        key: &str,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, StoreError>;
+
     // ---- signing keys ----
 
     /// Stores a new signing key. [`StoreError::Conflict`] if the tenant has that `kid`.
@@ -610,8 +630,8 @@ pub trait Store: Send + Sync {
     /// Deletes every expired row of every tenant: clients, codes (spent or not), refresh
     /// tokens (current or rotated), revoked-family records, access token revocations,
     /// signing keys past `not_after`, pending requests, device authorizations, login
-    /// sessions and upstream tokens.
-    /// Returns how many rows went.
+    /// sessions, upstream tokens and single-use claims ([`Store::claim_once`]). Returns how
+    /// many rows went.
     async fn sweep(&self, now: u64) -> Result<usize, StoreError>;
 }
 

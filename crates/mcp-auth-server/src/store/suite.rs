@@ -116,6 +116,9 @@ macro_rules! store_suite {
             device_concurrent_poll_has_one_winner,
             device_rows_are_isolated_by_tenant_and_client,
             device_rows_are_swept_and_deleted_with_their_client,
+            claim_once_is_single_use_until_expiry,
+            claim_once_concurrent_has_one_winner,
+            sweep_removes_expired_claims,
         );
     };
 }
@@ -2237,6 +2240,84 @@ pub async fn device_rows_are_swept_and_deleted_with_their_client(f: Fixture) {
             .await
             .unwrap(),
         Some(other)
+    );
+}
+
+/// A claim is held until its expiry: a second claim of the key fails until then, succeeds
+/// after, and namespaces and tenants do not share keys.
+pub async fn claim_once_is_single_use_until_expiry(f: Fixture) {
+    let s = f.store();
+    let k = hash_secret("jti-1");
+    let until = NOW + 60;
+    assert!(s.claim_once("t1", "iss-a", &k, until, NOW).await.unwrap());
+    assert!(!s.claim_once("t1", "iss-a", &k, until, NOW).await.unwrap());
+    // A later claim with a longer expiry does not extend or replace a live one.
+    assert!(
+        !s.claim_once("t1", "iss-a", &k, until + 600, NOW + 59)
+            .await
+            .unwrap()
+    );
+    assert!(s.claim_once("t1", "iss-b", &k, until, NOW).await.unwrap());
+    assert!(s.claim_once("t2", "iss-a", &k, until, NOW).await.unwrap());
+    // Expired: the key may be claimed again, and is then held until the new expiry.
+    assert!(
+        s.claim_once("t1", "iss-a", &k, until + 60, until)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.claim_once("t1", "iss-a", &k, until + 60, until + 59)
+            .await
+            .unwrap()
+    );
+    let other = hash_secret("jti-2");
+    assert!(
+        s.claim_once("t1", "iss-a", &other, until, NOW)
+            .await
+            .unwrap()
+    );
+}
+
+/// Of [`RACERS`] concurrent claims of one key, exactly one succeeds.
+pub async fn claim_once_concurrent_has_one_winner(f: Fixture) {
+    let s = f.store().clone();
+    let k = hash_secret("jti-race");
+    let results = race(&s, |s| {
+        let k = k.clone();
+        async move { s.claim_once("t1", "iss-a", &k, NOW + 60, NOW).await }
+    })
+    .await;
+    let winners = results.iter().filter(|won| **won).count();
+    assert_eq!(winners, 1, "{results:?}");
+}
+
+/// A sweep deletes expired claims and keeps live ones.
+pub async fn sweep_removes_expired_claims(f: Fixture) {
+    let s = f.store();
+    let later = NOW + 1_000;
+    let gone = hash_secret("jti-gone");
+    let kept = hash_secret("jti-kept");
+    assert!(
+        s.claim_once("t1", "iss-a", &gone, later, NOW)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.claim_once("t1", "iss-a", &kept, later + 1, NOW)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.sweep(NOW).await.unwrap(), 0);
+    assert_eq!(s.sweep(later).await.unwrap(), 1);
+    assert!(
+        !s.claim_once("t1", "iss-a", &kept, later + 60, later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.claim_once("t1", "iss-a", &gone, later + 60, later)
+            .await
+            .unwrap()
     );
 }
 
