@@ -4,8 +4,11 @@
 # /usr/bin/chromium, which .ci/run installs), then runs test.mjs (120 s limit), which chains
 # two `mcp-auth serve` instances (an upstream with a local account, a downstream offering it
 # as an OpenID Connect provider), logs in with `mcp-auth login` through the pages (approve,
-# deny, keyboard only, without JavaScript), checks headers and accessibility basics, and
-# saves screenshots to docs/screenshots/. Exits with the test's status.
+# deny, keyboard only, without JavaScript), then runs the device flow tests of device.mjs (a
+# third `serve --dpop`; `mcp-auth login --device` while Chromium enters the code on the
+# verification page: typed or prefilled, approve, deny, a wrong code), checks headers and
+# accessibility basics, and saves screenshots to docs/screenshots/. Exits with the test's
+# status.
 # Needs node >= 20, npm and the npm registry; target/release/mcp-auth (or $MCP_AUTH_BIN).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

@@ -3,7 +3,9 @@
 // (alice) and no auto-approve; DOWNSTREAM offers local accounts and UPSTREAM as an OpenID
 // Connect provider ("Example SSO"), so it shows the provider-choice page. Our CLI is the MCP
 // client: `mcp-auth login --browser SCRIPT` hands the authorization URL to a script that
-// saves it; the test opens it in Chromium and plays the person at the browser.
+// saves it; the test opens it in Chromium and plays the person at the browser. The device
+// flow (RFC 8628) tests are in device.mjs: they run last, on a third `mcp-auth serve --dpop`
+// of their own, with test.mjs's helpers (passed to deviceTests()).
 //
 // Environment: MCP_AUTH_BIN (the mcp-auth binary, required), CHROMIUM (default
 // /usr/bin/chromium), SCREENSHOT_DIR (default docs/screenshots of the repository).
@@ -19,6 +21,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
+import { deviceTests } from './device.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '../..');
@@ -107,10 +110,10 @@ function freePort() {
   });
 }
 
-/** Starts `mcp-auth serve` and waits for its "Authorization server:" line. */
-async function serve(home, port, env = {}) {
+/** Starts `mcp-auth serve [ARGS]` and waits for its "Authorization server:" line. */
+async function serve(home, port, env = {}, args = []) {
   mkdirSync(home, { recursive: true });
-  const r = run(home, ['serve', '--listen', `127.0.0.1:${port}`], { env });
+  const r = run(home, ['serve', '--listen', `127.0.0.1:${port}`, ...args], { env });
   for (let i = 0; i < 300; i++) {
     const as = r.out.stdout.match(/^Authorization server:\s*(\S+)/m);
     const mcp = r.out.stdout.match(/^MCP server:\s*(\S+)/m);
@@ -156,9 +159,9 @@ async function loginResult({ login }) {
   return res;
 }
 
-/** `whoami` through the stored login; returns the parsed tool result. */
-async function whoami(home) {
-  const res = await runToEnd(home, ['test', downstream.mcp, '--call', 'whoami', '--json', '--browser', 'false', '--auth-timeout', '10']);
+/** `whoami` through the stored login (to `mcp`); returns the parsed tool result. */
+async function whoami(home, mcp = downstream.mcp) {
+  const res = await runToEnd(home, ['test', mcp, '--call', 'whoami', '--json', '--browser', 'false', '--auth-timeout', '10']);
   assert.equal(res.code, 0, `mcp-auth test --call whoami failed (exit ${res.code}):\n${res.stdout}\n${res.stderr}`);
   let v;
   try {
@@ -567,4 +570,12 @@ check('keyboard only: Tab order, visible focus, Enter through the whole flow', {
 check('without JavaScript: the whole approve flow works', { timeout: 60_000 }, async () => {
   const { context } = await approveFlow('nojs', { javaScriptEnabled: false });
   await context.close();
+});
+
+// ------------------------------------------------------------------ device flow (device.mjs)
+
+deviceTests({
+  check, newPage, checkPage, assertNoSecretInUrl, clickAndWait, pressAndWait, expectHeading,
+  buttonNames, tab, controls, shot, run, runToEnd, serve, freePort, whoami,
+  work, PASSWORD, STEP,
 });

@@ -180,6 +180,10 @@ pub struct RateFile {
     pub token: Option<QuotaFile>,
     /// the login form
     pub login: Option<QuotaFile>,
+    /// user codes entered on the device verification page, per address
+    pub device: Option<QuotaFile>,
+    /// user codes entered on the device verification page, all addresses together
+    pub device_all: Option<QuotaFile>,
 }
 
 /// A quota or `false`.
@@ -292,6 +296,8 @@ impl ServerFile {
                 (&r.register, &mut limits.register),
                 (&r.token, &mut limits.token),
                 (&r.login, &mut limits.login),
+                (&r.device, &mut limits.device_verification),
+                (&r.device_all, &mut limits.device_verification_global),
             ] {
                 match q {
                     None | Some(QuotaFile::Switch(true)) => {}

@@ -166,3 +166,314 @@ async fn an_unusable_trusted_issuer_stops_serve_with_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("allowed_subjects"), "{err}");
 }
+
+/// Runs the CLI with a private home; returns stdout, panicking with stderr on failure.
+async fn cli_ok(home: &std::path::Path, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-auth"))
+        .env("MCP_AUTH_HOME", home)
+        .env_remove("BROWSER")
+        .env_remove("MCP_AUTH_CLIENT_SECRET")
+        .env_remove("MCP_AUTH_IDP_CLIENT_SECRET")
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mcp-auth {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Our own client against our own server: `mcp-auth test --workload-token-file` chooses the
+/// jwt-bearer grant from the metadata, and the workload reaches `whoami`; a platform token
+/// rotated in place is what the next token request sends.
+#[tokio::test]
+async fn the_cli_uses_a_workload_token_against_serve() {
+    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let platform = platform(&pair).await;
+    let toml = format!(
+        r#"
+        [[trusted_issuer]]
+        id = "k8s"
+        kind = "workload"
+        issuer = "{platform}"
+        allowed_subjects = ["system:serviceaccount:prod:*"]
+        allow_http = true
+        "#
+    );
+    let serve = ServeProcess::start_with(&[], Some(&toml), &[], free_port()).await;
+    let reg: Value = http()
+        .post(serve.url("/register"))
+        .json(&json!({"client_name": "agent", "grant_types": [GRANT],
+                      "token_endpoint_auth_method": "none"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client_id = reg["client_id"].as_str().unwrap().to_owned();
+    let home = tempfile::tempdir().unwrap();
+    let jwt_file = home.path().join("token.jwt");
+    let sub = "system:serviceaccount:prod:agent";
+    let write_token = |jti: &str| {
+        let jwt = sign(
+            &pair,
+            &json!({"iss": platform, "sub": sub, "aud": serve.base, "iat": now(),
+                    "exp": now() + 300, "jti": jti}),
+        );
+        std::fs::write(&jwt_file, jwt).unwrap();
+    };
+    write_token("pod-1");
+    let mcp = serve.url("/mcp");
+    let jwt_path = jwt_file.to_str().unwrap();
+    let out = cli_ok(
+        home.path(),
+        &[
+            "test",
+            "--client-id",
+            &client_id,
+            "--workload-token-file",
+            jwt_path,
+            "--call",
+            "whoami",
+            &mcp,
+        ],
+    )
+    .await;
+    assert!(out.contains(&format!("workload:k8s:{sub}")), "{out}");
+    // Each assertion is single use: after a logout, the same platform token is refused …
+    cli_ok(home.path(), &["logout", &mcp]).await;
+    let again = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-auth"))
+        .env("MCP_AUTH_HOME", home.path())
+        .args([
+            "test",
+            "--client-id",
+            &client_id,
+            "--workload-token-file",
+            jwt_path,
+            &mcp,
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("invalid_grant"), "{err}");
+    // … and the token the platform rotated into the file meanwhile is read and accepted.
+    write_token("pod-2");
+    let out = cli_ok(
+        home.path(),
+        &[
+            "test",
+            "--client-id",
+            &client_id,
+            "--workload-token-file",
+            jwt_path,
+            "--call",
+            "whoami",
+            &mcp,
+        ],
+    )
+    .await;
+    assert!(out.contains(&format!("workload:k8s:{sub}")), "{out}");
+}
+
+/// A fake enterprise identity provider: OpenID discovery, and RFC 8693 token exchange of
+/// the user's ID token for an ID-JAG (SEP-990) signed with `pair`, for the MCP client
+/// `client_id` at the authorization server named in `audience`.
+async fn enterprise_idp(pair: EcdsaKeyPair, id_token: &'static str, client_id: String) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let p = pair.public_key().as_ref();
+    let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "idp-1", "use": "sig",
+                                "x": b64(&p[1..33]), "y": b64(&p[33..])}]});
+    let discovery = json!({
+        "issuer": issuer, "jwks_uri": format!("{issuer}/keys"),
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "response_types_supported": ["code"],
+        "grant_types_supported": ["authorization_code",
+                                  "urn:ietf:params:oauth:grant-type:token-exchange"],
+    });
+    let pair = std::sync::Arc::new(pair);
+    let iss = issuer.clone();
+    let exchange = move |axum::Form(f): axum::Form<std::collections::HashMap<String, String>>| {
+        let pair = pair.clone();
+        let iss = iss.clone();
+        let client_id = client_id.clone();
+        async move {
+            let want = [
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
+                (
+                    "requested_token_type",
+                    "urn:ietf:params:oauth:token-type:id-jag",
+                ),
+                (
+                    "subject_token_type",
+                    "urn:ietf:params:oauth:token-type:id_token",
+                ),
+                ("subject_token", id_token),
+                ("client_id", "mcp-cli"),
+            ];
+            if want
+                .iter()
+                .any(|(k, v)| f.get(*k).map(String::as_str) != Some(*v))
+            {
+                return (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    Json(
+                        json!({"error": "invalid_request", "error_description": format!("{f:?}")}),
+                    ),
+                );
+            }
+            let header = br#"{"alg":"ES256","kid":"idp-1","typ":"oauth-id-jag+jwt"}"#;
+            let claims = json!({"iss": iss, "sub": "alice", "aud": f["audience"],
+                "client_id": client_id, "resource": f["resource"], "iat": now(),
+                "exp": now() + 300, "jti": format!("jag-{}", now())});
+            let input = format!(
+                "{}.{}",
+                b64(header),
+                b64(&serde_json::to_vec(&claims).unwrap())
+            );
+            let sig = pair.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
+            (
+                axum::http::StatusCode::OK,
+                Json(
+                    json!({"access_token": format!("{input}.{}", b64(sig.as_ref())),
+                    "issued_token_type": "urn:ietf:params:oauth:token-type:id-jag",
+                    "token_type": "N_A", "expires_in": 300}),
+                ),
+            )
+        }
+    };
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || async move { Json(discovery) }),
+        )
+        .route("/keys", get(move || async move { Json(jwks) }))
+        .route("/token", axum::routing::post(exchange));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    issuer
+}
+
+/// Enterprise-managed authorization with our client and our server: the CLI exchanges the
+/// user's ID token at the company IdP (found by discovery), redeems the ID-JAG at `serve`
+/// with its own client secret, and calls `whoami` as the enterprise user; the same CLI with
+/// a client that the trust configuration does not allow is refused.
+#[tokio::test]
+async fn the_cli_uses_enterprise_managed_authorization_against_serve() {
+    const ID_TOKEN: &str = "header.alice-id-token.signature";
+    let idp_key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    // The IdP's URL must be in server.toml before serve starts, and the client it grants to
+    // is registered at serve afterwards: start with a placeholder, register, restart.
+    let port = free_port();
+    let placeholder = "will-be-replaced";
+    let toml = |idp: &str, client: &str| {
+        format!(
+            r#"
+            [[trusted_issuer]]
+            id = "acme"
+            kind = "enterprise"
+            issuer = "{idp}"
+            allowed_clients = ["{client}"]
+            allow_http = true
+            "#
+        )
+    };
+    let mut serve = ServeProcess::start_with(
+        &[],
+        Some(&toml("http://127.0.0.1:9", placeholder)),
+        &[],
+        port,
+    )
+    .await;
+    let reg: Value = http()
+        .post(serve.url("/register"))
+        .json(&json!({"client_name": "agent", "grant_types": [GRANT],
+                      "token_endpoint_auth_method": "client_secret_basic"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client_id = reg["client_id"].as_str().unwrap().to_owned();
+    let secret = reg["client_secret"].as_str().unwrap().to_owned();
+    let idp = enterprise_idp(idp_key, ID_TOKEN, client_id.clone()).await;
+    std::fs::write(serve.home().join("server.toml"), toml(&idp, &client_id)).unwrap();
+    serve.restart().await;
+
+    let home = tempfile::tempdir().unwrap();
+    let id_token_file = home.path().join("id_token");
+    std::fs::write(&id_token_file, ID_TOKEN).unwrap();
+    let mcp = serve.url("/mcp");
+    let args = |client: &str, secret: &str| -> Vec<String> {
+        [
+            "test",
+            "--idp-issuer",
+            &idp,
+            "--idp-client-id",
+            "mcp-cli",
+            "--id-token-file",
+            id_token_file.to_str().unwrap(),
+            "--client-id",
+            client,
+            "--client-secret",
+            secret,
+            "--call",
+            "whoami",
+            &mcp,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let a = args(&client_id, &secret);
+    let out = cli_ok(
+        home.path(),
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    assert!(out.contains("enterprise:acme:alice"), "{out}");
+    assert!(out.contains(&client_id), "{out}");
+
+    // Another confidential client, not in allowed_clients: the ID-JAG names the allowed one,
+    // and this one may not use the issuer anyway.
+    let other: Value = http()
+        .post(serve.url("/register"))
+        .json(&json!({"client_name": "other", "grant_types": [GRANT],
+                      "token_endpoint_auth_method": "client_secret_basic"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let home2 = tempfile::tempdir().unwrap();
+    std::fs::write(home2.path().join("id_token"), ID_TOKEN).unwrap();
+    let mut b = args(
+        other["client_id"].as_str().unwrap(),
+        other["client_secret"].as_str().unwrap(),
+    );
+    b[6] = home2.path().join("id_token").to_str().unwrap().to_owned();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-auth"))
+        .env("MCP_AUTH_HOME", home2.path())
+        .args(&b)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid_grant") || err.contains("unauthorized_client"),
+        "{err}"
+    );
+}
