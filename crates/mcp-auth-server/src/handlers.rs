@@ -743,16 +743,22 @@ async fn verify_client_assertion(
         };
         if let Ok(data) = jsonwebtoken::decode::<Value>(jwt, &key, &v) {
             if let Some(jti) = data.claims.get("jti").and_then(Value::as_str) {
-                let marker = format!("assertion:{}", hash_secret(jti));
-                if s.store.is_access_revoked(tenant(s), &marker).await? {
-                    return Err(fail());
-                }
+                // RFC 7523 §3: a client assertion is single use. One atomic claim, so two
+                // concurrent requests with the same assertion cannot both pass.
+                let now = unix_now();
                 let exp = data
                     .claims
                     .get("exp")
                     .and_then(Value::as_u64)
-                    .unwrap_or(unix_now() + 300);
-                s.store.revoke_access(tenant(s), &marker, exp + 60).await?;
+                    .unwrap_or(now + 300);
+                let namespace = format!("client-assertion:{}", client.client_id);
+                if !s
+                    .store
+                    .claim_once(tenant(s), &namespace, &hash_secret(jti), exp + 60, now)
+                    .await?
+                {
+                    return Err(fail());
+                }
             }
             return Ok(());
         }
@@ -990,18 +996,37 @@ pub async fn token(
         Ok(p) => p,
         Err(refusal) => return dpop_refused(&s, &refusal),
     };
+    // Replays are refused by this instance's memory above, and across instances sharing the
+    // store here (RFC 9449 §11.1): the proof's `jti` is claimed once for its lifetime.
+    if let (Some((_, jti, iat)), Some(guard)) = (&proved, &s.dpop) {
+        let now = unix_now();
+        let o = guard.options();
+        let until = iat.saturating_add(o.max_age.as_secs()).max(now) + o.leeway.as_secs() + 1;
+        match s
+            .store
+            .claim_once(tenant(&s), "dpop-proof", &hash_secret(jti), until, now)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                return dpop_refused(&s, &mcp_auth_resource::dpop::DpopRefusal::Replayed);
+            }
+            Err(e) => return OAuthError::from(e).into_response(),
+        }
+    }
+    let proved = proved.map(|(jkt, _, _)| jkt);
     match token_inner(&s, &headers, form, proved).await {
         Ok(v) => token_json(v),
         Err(e) => e.into_response(),
     }
 }
 
-/// The thumbprint of the key a token request proved (RFC 9449 §4.3), if it sent a proof
+/// The key thumbprint, `jti` and `iat` of the proof a token request sent, if it sent one
 /// and DPoP is on.
 fn dpop_proof(
     s: &AppState,
     headers: &HeaderMap,
-) -> Result<Option<String>, mcp_auth_resource::dpop::DpopRefusal> {
+) -> Result<Option<(String, String, u64)>, mcp_auth_resource::dpop::DpopRefusal> {
     let Some(guard) = &s.dpop else {
         return Ok(None);
     };
@@ -1009,7 +1034,7 @@ fn dpop_proof(
         return Ok(None);
     };
     let v = guard.check(proof, "POST", &s.config.endpoint("/token"), None)?;
-    Ok(Some(v.jkt))
+    Ok(Some((v.jkt, v.jti, v.iat)))
 }
 
 /// `400` with `invalid_dpop_proof`, or `use_dpop_nonce` and the nonce (RFC 9449 §8).

@@ -751,6 +751,46 @@ async fn private_key_jwt_keys_are_fetched_from_jwks_uri() {
     assert_eq!(docs.hits("/client.json"), 1);
     assert_eq!(docs.hits("/jwks.json"), 1);
 
+    // The same assertion again (RFC 7523 §3: single use), even from several requests at
+    // once: refused every time.
+    let again = |assertion: String| {
+        let a = &a;
+        let id = id.clone();
+        async move {
+            a.post(
+                "/token",
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", &id),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", &assertion),
+                ],
+            )
+            .await
+        }
+    };
+    let (r1, r2) = tokio::join!(again(assertion.clone()), again(assertion.clone()));
+    for (status, body) in [r1, r2] {
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert_eq!(body["error"], "invalid_client");
+    }
+    // A new assertion sent twice at the same moment: exactly one of the two passes.
+    let second = jsonwebtoken::encode(
+        &header,
+        &json!({"iss": id, "sub": id, "aud": format!("{ISSUER}/token"), "exp": now + 60, "iat": now, "jti": "j2"}),
+        &key,
+    )
+    .unwrap();
+    let (r1, r2) = tokio::join!(again(second.clone()), again(second));
+    let passed = [&r1, &r2]
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::OK)
+        .count();
+    assert_eq!(passed, 1, "{r1:?} {r2:?}");
+
     // Without the assertion the client is refused: it registered a key, not "none".
     let (status, body) = a
         .post(
