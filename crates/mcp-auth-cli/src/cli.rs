@@ -292,6 +292,8 @@ pub struct AuthArgs {
     /// Enterprise-managed authorization: the company identity provider's issuer (its token
     /// endpoint is discovered). The user's ID token from it is exchanged there (RFC 8693) for
     /// an identity assertion grant that the MCP server's authorization server redeems.
+    /// Without --id-token-file/--id-token-env, the user signs in there in the browser
+    /// (OpenID Connect) and the session is kept in the store.
     #[arg(long, value_name = "URL")]
     pub idp_issuer: Option<String>,
     /// Enterprise-managed authorization: the identity provider's token endpoint (instead of
@@ -309,6 +311,10 @@ pub struct AuthArgs {
         hide_env_values = true
     )]
     pub idp_client_secret: Option<String>,
+    /// Enterprise-managed authorization without --id-token-*: the scopes asked for when
+    /// signing the user in at the identity provider (`openid` is always added).
+    #[arg(long, value_name = "SCOPES", default_value = "openid email profile")]
+    pub idp_scope: String,
     /// Enterprise-managed authorization: the user's ID token from the identity provider, in
     /// this file (re-read at every exchange).
     #[arg(long, value_name = "FILE", conflicts_with = "id_token_env")]
@@ -381,23 +387,29 @@ fn open_store(home: &Path) -> Result<Arc<dyn CredentialStore>> {
     Ok(Arc::new(store.map_err(mcp_auth_client::Error::from)?))
 }
 
-/// The enterprise identity provider from the `--idp-*` / `--id-token-*` flags.
+/// The enterprise identity provider from the `--idp-*` / `--id-token-*` flags. Without an
+/// `--id-token-*` flag, the CLI signs the user in at `--idp-issuer` itself.
 fn enterprise_idp(args: &AuthArgs) -> Result<Option<mcp_auth_client::EnterpriseIdp>> {
-    let id_token = match (&args.id_token_file, &args.id_token_env) {
-        (Some(f), _) => Some(mcp_auth_client::WorkloadToken::File(f.clone())),
-        (None, Some(v)) => Some(mcp_auth_client::WorkloadToken::Env(v.clone())),
-        (None, None) => None,
-    };
+    use mcp_auth_client::IdTokenSource;
     let any_idp = args.idp_issuer.is_some()
         || args.idp_token_endpoint.is_some()
         || args.idp_client_id.is_some();
-    let (id_token, client_id) = match (id_token, &args.idp_client_id) {
-        (None, _) if !any_idp => return Ok(None),
-        (Some(t), Some(c)) => (t, c.clone()),
-        (None, _) => bail!(
-            "enterprise-managed authorization needs the user's ID token (--id-token-file or --id-token-env)"
+    let id_token = match (&args.id_token_file, &args.id_token_env) {
+        (Some(f), _) => IdTokenSource::File(f.clone()),
+        (None, Some(v)) => IdTokenSource::Env(v.clone()),
+        (None, None) if !any_idp => return Ok(None),
+        (None, None) if args.idp_issuer.is_some() => IdTokenSource::Login {
+            scopes: args
+                .idp_scope
+                .parse()
+                .map_err(|e| anyhow!("--idp-scope: {e}"))?,
+        },
+        (None, None) => bail!(
+            "enterprise-managed authorization needs the user's ID token (--id-token-file or --id-token-env), or --idp-issuer to sign in there"
         ),
-        (Some(_), None) => bail!("enterprise-managed authorization needs --idp-client-id"),
+    };
+    let Some(client_id) = args.idp_client_id.clone() else {
+        bail!("enterprise-managed authorization needs --idp-client-id");
     };
     if args.idp_issuer.is_none() && args.idp_token_endpoint.is_none() {
         bail!("enterprise-managed authorization needs --idp-issuer or --idp-token-endpoint");
@@ -741,6 +753,8 @@ fn describe(r: &ServerRecord) -> Value {
 
 async fn list(cli: &Cli, store: Arc<dyn CredentialStore>) -> Result<u8> {
     let mut all = store.list().await.map_err(mcp_auth_client::Error::from)?;
+    // Single sign-on sessions at identity providers are not servers.
+    all.retain(|r| !r.is_idp_session());
     all.sort_by(|a, b| a.server_url.cmp(&b.server_url));
     if cli.json {
         let v: Vec<Value> = all.iter().map(describe).collect();

@@ -477,3 +477,353 @@ async fn the_cli_uses_enterprise_managed_authorization_against_serve() {
         "{err}"
     );
 }
+
+/// How the fake IdP's sign-in misbehaves.
+#[derive(Clone, Copy, PartialEq)]
+enum Sso {
+    Good,
+    WrongNonce,
+    WrongAudience,
+    Expired,
+}
+
+/// What the fake single sign-on IdP saw and will do.
+struct SsoIdp {
+    mode: Sso,
+    /// Lifetime of the ID tokens it issues.
+    id_token_ttl: u64,
+    authorize_hits: u32,
+    refresh_hits: u32,
+    /// Authorization code → (nonce, PKCE challenge, redirect URI).
+    codes: std::collections::HashMap<String, (String, String, String)>,
+    refresh_tokens: std::collections::HashSet<String>,
+    id_tokens: std::collections::HashSet<String>,
+    serial: u64,
+}
+
+type SsoState = std::sync::Arc<std::sync::Mutex<SsoIdp>>;
+
+/// A fake enterprise IdP where the user is already signed in: OpenID discovery, an
+/// `/authorize` that redirects straight back with a code (PKCE, `state`, `nonce`, `iss`),
+/// a token endpoint for the authorization code and refresh token grants (ID tokens signed
+/// with `pair`, for the client `mcp-cli`) and for the RFC 8693 exchange of any ID token it
+/// issued for an ID-JAG naming the MCP client `client_id`.
+async fn sso_idp(pair: EcdsaKeyPair, client_id: String) -> (String, SsoState) {
+    use axum::extract::{Query, State};
+    use std::collections::HashMap;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let p = pair.public_key().as_ref();
+    let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "idp-1", "use": "sig",
+                                "x": b64(&p[1..33]), "y": b64(&p[33..])}]});
+    let discovery = json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{issuer}/keys"),
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
+        "grant_types_supported": ["authorization_code", "refresh_token",
+                                  "urn:ietf:params:oauth:grant-type:token-exchange"],
+    });
+    let state: SsoState = std::sync::Arc::new(std::sync::Mutex::new(SsoIdp {
+        mode: Sso::Good,
+        id_token_ttl: 300,
+        authorize_hits: 0,
+        refresh_hits: 0,
+        codes: HashMap::new(),
+        refresh_tokens: Default::default(),
+        id_tokens: Default::default(),
+        serial: 0,
+    }));
+    let pair = std::sync::Arc::new(pair);
+    let iss = issuer.clone();
+    let authorize = move |State(st): State<SsoState>, Query(q): Query<HashMap<String, String>>| {
+        let iss = iss.clone();
+        async move {
+            let ok = q.get("response_type").map(String::as_str) == Some("code")
+                && q.get("client_id").map(String::as_str) == Some("mcp-cli")
+                && q.get("code_challenge_method").map(String::as_str) == Some("S256")
+                && q.get("scope")
+                    .is_some_and(|s| s.split(' ').any(|s| s == "openid"))
+                && q.contains_key("nonce")
+                && q.contains_key("state");
+            assert!(ok, "bad authorization request {q:?}");
+            let mut s = st.lock().unwrap();
+            s.authorize_hits += 1;
+            s.serial += 1;
+            let code = format!("code-{}", s.serial);
+            s.codes.insert(
+                code.clone(),
+                (
+                    q["nonce"].clone(),
+                    q["code_challenge"].clone(),
+                    q["redirect_uri"].clone(),
+                ),
+            );
+            let mut to = url::Url::parse(&q["redirect_uri"]).unwrap();
+            to.query_pairs_mut()
+                .append_pair("code", &code)
+                .append_pair("state", &q["state"])
+                .append_pair("iss", &iss);
+            axum::response::Redirect::to(to.as_str())
+        }
+    };
+    let iss = issuer.clone();
+    let token = move |State(st): State<SsoState>,
+                      axum::Form(f): axum::Form<HashMap<String, String>>| {
+        let pair = pair.clone();
+        let iss = iss.clone();
+        let client_id = client_id.clone();
+        async move {
+            let bad = |what: &str| {
+                (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    Json(json!({"error": "invalid_grant", "error_description": what})),
+                )
+            };
+            let sign_with = |header: &[u8], claims: &Value| {
+                let input = format!(
+                    "{}.{}",
+                    b64(header),
+                    b64(&serde_json::to_vec(claims).unwrap())
+                );
+                let sig = pair.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
+                format!("{input}.{}", b64(sig.as_ref()))
+            };
+            let mut s = st.lock().unwrap();
+            s.serial += 1;
+            let serial = s.serial;
+            if f.get("client_id").map(String::as_str) != Some("mcp-cli") {
+                return bad("unknown client");
+            }
+            let nonce = match f.get("grant_type").map(String::as_str) {
+                Some("authorization_code") => {
+                    let Some((nonce, challenge, redirect_uri)) =
+                        f.get("code").and_then(|c| s.codes.remove(c))
+                    else {
+                        return bad("unknown code");
+                    };
+                    let verifier = f.get("code_verifier").cloned().unwrap_or_default();
+                    let digest =
+                        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+                    if b64(digest.as_ref()) != challenge
+                        || f.get("redirect_uri") != Some(&redirect_uri)
+                    {
+                        return bad("PKCE or redirect_uri mismatch");
+                    }
+                    Some(nonce)
+                }
+                Some("refresh_token") => {
+                    if !f
+                        .get("refresh_token")
+                        .is_some_and(|r| s.refresh_tokens.remove(r))
+                    {
+                        return bad("unknown refresh token");
+                    }
+                    s.refresh_hits += 1;
+                    None
+                }
+                Some("urn:ietf:params:oauth:grant-type:token-exchange") => {
+                    if !f
+                        .get("subject_token")
+                        .is_some_and(|t| s.id_tokens.contains(t))
+                    {
+                        return bad("unknown subject token");
+                    }
+                    let claims = json!({"iss": iss, "sub": "alice", "aud": f["audience"],
+                        "client_id": client_id, "resource": f["resource"], "iat": now(),
+                        "exp": now() + 300, "jti": format!("jag-{serial}")});
+                    let jag = sign_with(
+                        br#"{"alg":"ES256","kid":"idp-1","typ":"oauth-id-jag+jwt"}"#,
+                        &claims,
+                    );
+                    return (
+                        axum::http::StatusCode::OK,
+                        Json(json!({"access_token": jag,
+                            "issued_token_type": "urn:ietf:params:oauth:token-type:id-jag",
+                            "token_type": "N_A", "expires_in": 300})),
+                    );
+                }
+                _ => return bad("unsupported grant"),
+            };
+            let mut claims = json!({"iss": iss, "sub": "alice", "aud": "mcp-cli",
+                "iat": now(), "exp": now() + s.id_token_ttl});
+            if let Some(n) = nonce {
+                claims["nonce"] = json!(n);
+            }
+            match s.mode {
+                Sso::Good => {}
+                Sso::WrongNonce => claims["nonce"] = json!("someone-elses-nonce"),
+                Sso::WrongAudience => claims["aud"] = json!("another-app"),
+                Sso::Expired => claims["exp"] = json!(now() - 3600),
+            }
+            let id_token = sign_with(br#"{"alg":"ES256","kid":"idp-1","typ":"JWT"}"#, &claims);
+            let refresh = format!("idp-refresh-{serial}");
+            s.id_tokens.insert(id_token.clone());
+            s.refresh_tokens.insert(refresh.clone());
+            (
+                axum::http::StatusCode::OK,
+                Json(
+                    json!({"access_token": format!("idp-at-{serial}"), "token_type": "Bearer",
+                    "expires_in": 300, "id_token": id_token, "refresh_token": refresh,
+                    "scope": "openid email profile"}),
+                ),
+            )
+        }
+    };
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || async move { Json(discovery) }),
+        )
+        .route("/keys", get(move || async move { Json(jwks) }))
+        .route("/authorize", get(authorize))
+        .route("/token", axum::routing::post(token))
+        .with_state(state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (issuer, state)
+}
+
+/// The stored records (`*.json`) under a CLI home.
+fn stored_records(home: &std::path::Path) -> usize {
+    fn walk(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| {
+                        let p = e.path();
+                        if p.is_dir() {
+                            walk(&p)
+                        } else {
+                            usize::from(p.extension().is_some_and(|x| x == "json"))
+                        }
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    walk(&home.join("store"))
+}
+
+/// Enterprise-managed authorization where the CLI signs the user in at the IdP itself
+/// (no --id-token-*): the first command goes through the IdP's `/authorize` once; later
+/// commands that need a new identity assertion grant use the stored ID token, or refresh it
+/// at the IdP, and never send the user there again. ID tokens that are not for this login
+/// (another nonce, another audience, expired) are refused and nothing is stored.
+#[tokio::test]
+async fn the_cli_signs_in_at_the_enterprise_idp_once() {
+    let idp_key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let port = free_port();
+    let toml = |idp: &str, client: &str| {
+        format!(
+            r#"
+            [[trusted_issuer]]
+            id = "acme"
+            kind = "enterprise"
+            issuer = "{idp}"
+            allowed_clients = ["{client}"]
+            allow_http = true
+            "#
+        )
+    };
+    let mut serve = ServeProcess::start_with(
+        &[],
+        Some(&toml("http://127.0.0.1:9", "will-be-replaced")),
+        &[],
+        port,
+    )
+    .await;
+    let reg: Value = http()
+        .post(serve.url("/register"))
+        .json(&json!({"client_name": "agent", "grant_types": [GRANT],
+                      "token_endpoint_auth_method": "client_secret_basic"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client_id = reg["client_id"].as_str().unwrap().to_owned();
+    let secret = reg["client_secret"].as_str().unwrap().to_owned();
+    let (idp, sso) = sso_idp(idp_key, client_id.clone()).await;
+    std::fs::write(serve.home().join("server.toml"), toml(&idp, &client_id)).unwrap();
+    serve.restart().await;
+
+    let mcp = serve.url("/mcp");
+    let test_args: Vec<&str> = vec![
+        "test",
+        "--idp-issuer",
+        &idp,
+        "--idp-client-id",
+        "mcp-cli",
+        "--client-id",
+        &client_id,
+        "--client-secret",
+        &secret,
+        "--browser",
+        "curl -sS -L -o /dev/null",
+        "--call",
+        "whoami",
+        &mcp,
+    ];
+    let hits = || {
+        let s = sso.lock().unwrap();
+        (s.authorize_hits, s.refresh_hits)
+    };
+
+    // The first ID token lives 30 s: less than the minute left that reusing it needs.
+    sso.lock().unwrap().id_token_ttl = 30;
+    let home = tempfile::tempdir().unwrap();
+    let out = cli_ok(home.path(), &test_args).await;
+    assert!(out.contains("enterprise:acme:alice"), "{out}");
+    assert_eq!(hits(), (1, 0));
+    assert_eq!(
+        stored_records(home.path()),
+        2,
+        "the server and the IdP session"
+    );
+    // The IdP session is not a server.
+    let list = cli_ok(home.path(), &["--json", "list"]).await;
+    let list: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+
+    // A new identity assertion grant after a logout: the short-lived ID token is refreshed
+    // at the IdP, not signed in again.
+    sso.lock().unwrap().id_token_ttl = 300;
+    cli_ok(home.path(), &["logout", &mcp]).await;
+    let out = cli_ok(home.path(), &test_args).await;
+    assert!(out.contains("enterprise:acme:alice"), "{out}");
+    assert_eq!(hits(), (1, 1));
+
+    // And again: the refreshed ID token is still good, so the IdP is not even asked.
+    cli_ok(home.path(), &["logout", &mcp]).await;
+    let out = cli_ok(home.path(), &test_args).await;
+    assert!(out.contains("enterprise:acme:alice"), "{out}");
+    assert_eq!(hits(), (1, 1));
+
+    for (mode, expected) in [
+        (Sso::WrongNonce, "nonce does not match"),
+        (Sso::WrongAudience, "not meant for this client (mcp-cli)"),
+        (Sso::Expired, "ID token expired"),
+    ] {
+        sso.lock().unwrap().mode = mode;
+        let home = tempfile::tempdir().unwrap();
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-auth"))
+            .env("MCP_AUTH_HOME", home.path())
+            .env_remove("MCP_AUTH_IDP_CLIENT_SECRET")
+            .args(&test_args)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{expected}: {err}");
+        assert!(err.contains("single sign-on at"), "{err}");
+        assert!(!err.contains("eyJ"), "no token in the error: {err}");
+        assert_eq!(stored_records(home.path()), 0, "nothing stored: {expected}");
+    }
+}

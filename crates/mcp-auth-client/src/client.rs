@@ -416,13 +416,17 @@ impl OAuthClient {
             if rec.grant.as_deref() == Some(ID_JAG_GRANT)
                 && let Some(idp) = &self.inner.opts.enterprise
             {
-                // A new identity assertion grant from the (re-read) ID token: the IdP
-                // decides again whether the user may still reach this server.
+                // A new identity assertion grant from the (re-read, or stored and still
+                // valid, or refreshed) ID token: the IdP decides again whether the user may
+                // still reach this server. No browser here: a sign-in that needs the user
+                // is a login, which the caller starts on `LoginRequired`.
                 let scope: Option<ScopeSet> =
                     rec.requested_scope.as_deref().and_then(|s| s.parse().ok());
+                let id_token = self.enterprise_id_token(idp, false, server).await?;
                 let assertion = idp
                     .identity_assertion(
                         &self.inner.http,
+                        &id_token,
                         &rec.issuer,
                         rec.resource.as_deref(),
                         scope.as_ref(),
@@ -656,7 +660,7 @@ impl OAuthClient {
             })?
     }
 
-    fn storm_brake(&self, key: &str, server: &str) -> Result<()> {
+    pub(crate) fn storm_brake(&self, key: &str, server: &str) -> Result<()> {
         let mut recent = self
             .inner
             .recent_logins
@@ -890,9 +894,14 @@ impl OAuthClient {
                     scope.as_ref().map(ToString::to_string).as_deref(),
                 )
                 .await?;
+                let interactive = !matches!(opts.interaction, Interaction::NonInteractive);
+                let id_token = self
+                    .enterprise_id_token(idp, interactive, canonical.as_str())
+                    .await?;
                 let assertion = idp
                     .identity_assertion(
                         http,
+                        &id_token,
                         &disc.issuer,
                         resource.as_deref(),
                         scope.as_ref(),
@@ -1134,31 +1143,7 @@ impl OAuthClient {
             resource = resource.unwrap_or(""),
             "sending the user to the authorization endpoint"
         );
-        let paste = match &opts.interaction {
-            Interaction::Browser(cmd) => {
-                open_browser(cmd.as_deref(), &url)?;
-                false
-            }
-            Interaction::Handler(handler) => {
-                handler(&url);
-                false
-            }
-            Interaction::Manual { paste } => {
-                eprintln!("Open this URL in a browser to authorize:\n\n  {url}\n");
-                if *paste {
-                    eprintln!(
-                        "Then paste the URL the browser was redirected to here and press Enter."
-                    );
-                }
-                *paste
-            }
-            Interaction::NonInteractive => {
-                return Err(Error::LoginRequired {
-                    server: canonical.as_str().to_owned(),
-                    reason: "authorization is needed and no user interaction is allowed".into(),
-                });
-            }
-        };
+        let paste = self.send_user(&url, canonical.as_str())?;
         let code: AuthorizationCode = wait_for_code(
             &mut listener,
             paste,
@@ -1187,6 +1172,37 @@ impl OAuthClient {
         )
         .await?;
         Ok((client, resp))
+    }
+
+    /// Brings the user to the authorization `url` as [`ClientOptions::interaction`] says;
+    /// `true` when a pasted redirect URL is accepted too. `who` (the server or identity
+    /// provider) names what needs the login when no interaction is allowed.
+    pub(crate) fn send_user(&self, url: &str, who: &str) -> Result<bool> {
+        Ok(match &self.inner.opts.interaction {
+            Interaction::Browser(cmd) => {
+                open_browser(cmd.as_deref(), url)?;
+                false
+            }
+            Interaction::Handler(handler) => {
+                handler(url);
+                false
+            }
+            Interaction::Manual { paste } => {
+                eprintln!("Open this URL in a browser to authorize:\n\n  {url}\n");
+                if *paste {
+                    eprintln!(
+                        "Then paste the URL the browser was redirected to here and press Enter."
+                    );
+                }
+                *paste
+            }
+            Interaction::NonInteractive => {
+                return Err(Error::LoginRequired {
+                    server: who.to_owned(),
+                    reason: "authorization is needed and no user interaction is allowed".into(),
+                });
+            }
+        })
     }
 
     /// Revokes the server's tokens at the AS (RFC 7009; refresh token first, which revokes

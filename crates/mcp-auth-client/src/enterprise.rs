@@ -8,7 +8,6 @@ use mcp_auth_types::token::basic_auth_header;
 use mcp_auth_types::{ClientId, ClientSecret, ScopeSet, SecretString};
 use serde::Deserialize;
 
-use crate::client::WorkloadToken;
 use crate::discovery::fetch_as_metadata;
 use crate::error::{Error, Result, Step};
 use crate::http::Http;
@@ -32,9 +31,27 @@ pub struct EnterpriseIdp {
     pub client_id: String,
     /// Its secret there, for a confidential client (sent with HTTP Basic).
     pub client_secret: Option<ClientSecret>,
-    /// Where the user's ID token is read, at every exchange (single sign-on tooling
-    /// refreshes it in place).
-    pub id_token: WorkloadToken,
+    /// Where the user's ID token comes from.
+    pub id_token: IdTokenSource,
+}
+
+/// Where the user's ID token for the exchange comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdTokenSource {
+    /// A file, read at every exchange (single sign-on tooling refreshes it in place).
+    File(std::path::PathBuf),
+    /// An environment variable, read at every exchange.
+    Env(String),
+    /// This client signs the user in at the identity provider itself (OpenID Connect
+    /// authorization code flow with PKCE, in the browser; [`crate::sso`]), and keeps the
+    /// session in the credential store: the ID token is reused while it is valid, then
+    /// refreshed with the IdP's refresh token, and only then is the user sent to the browser
+    /// again (or, without interaction, [`crate::Error::LoginRequired`]). Needs
+    /// [`EnterpriseIdp::issuer`].
+    Login {
+        /// The scopes asked for (`openid` is always included).
+        scopes: ScopeSet,
+    },
 }
 
 impl std::fmt::Debug for EnterpriseIdp {
@@ -57,7 +74,7 @@ struct ExchangeResponse {
 
 impl EnterpriseIdp {
     /// The IdP's token endpoint: the configured one, or its metadata's.
-    async fn endpoint(&self, http: &Http, allow_http: bool) -> Result<String> {
+    pub(crate) async fn endpoint(&self, http: &Http, allow_http: bool) -> Result<String> {
         if let Some(e) = &self.token_endpoint {
             return Ok(e.clone());
         }
@@ -75,23 +92,25 @@ impl EnterpriseIdp {
         })
     }
 
-    /// Exchanges the user's ID token for an ID-JAG for `audience` (the MCP server's
-    /// authorization server issuer) and `resource` (RFC 8693 §2.1; SEP-990).
+    /// Exchanges the user's ID token `id_token` (from [`Self::id_token`]; see
+    /// [`crate::OAuthClient`], which also runs the [`IdTokenSource::Login`] sign-in) for an
+    /// ID-JAG for `audience` (the MCP server's authorization server issuer) and `resource`
+    /// (RFC 8693 §2.1; SEP-990).
     pub async fn identity_assertion(
         &self,
         http: &Http,
+        id_token: &SecretString,
         audience: &str,
         resource: Option<&str>,
         scope: Option<&ScopeSet>,
         allow_http: bool,
     ) -> Result<SecretString> {
         let endpoint = self.endpoint(http, allow_http).await?;
-        let id_token = self.id_token.read()?;
         let mut form: Vec<(&str, String)> = vec![
             ("grant_type", TOKEN_EXCHANGE.into()),
             ("requested_token_type", ID_JAG.into()),
             ("audience", audience.into()),
-            ("subject_token", id_token),
+            ("subject_token", id_token.secret().to_owned()),
             ("subject_token_type", ID_TOKEN.into()),
         ];
         if let Some(r) = resource {

@@ -32,6 +32,9 @@ pub enum Step {
     JwtBearer,
     /// Token exchange at an enterprise identity provider (RFC 8693).
     TokenExchange,
+    /// Signing the user in at an enterprise identity provider (OpenID Connect) or
+    /// refreshing that session.
+    IdpLogin,
     /// The device authorization grant (RFC 8628): codes, and polling for the decision.
     DeviceAuthorization,
     /// Revoking tokens (RFC 7009).
@@ -53,6 +56,7 @@ impl fmt::Display for Step {
             Step::ClientCredentials => "client credentials grant",
             Step::JwtBearer => "JWT-bearer grant",
             Step::TokenExchange => "token exchange at the identity provider",
+            Step::IdpLogin => "single sign-on at the identity provider",
             Step::DeviceAuthorization => "device authorization",
             Step::Revocation => "token revocation",
             Step::Mcp => "MCP request",
@@ -245,6 +249,15 @@ pub enum Error {
         count: usize,
         /// The window.
         seconds: u64,
+    },
+    /// The identity provider's ID token cannot be used (OpenID Connect Core §3.1.3.7).
+    #[error("single sign-on at {issuer}: {source}")]
+    IdToken {
+        /// The identity provider.
+        issuer: String,
+        /// What was wrong.
+        #[source]
+        source: crate::sso::IdTokenError,
     },
     /// A configuration value is wrong.
     #[error("configuration: {0}")]

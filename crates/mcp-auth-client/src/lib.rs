@@ -49,6 +49,7 @@ pub mod http;
 pub mod mcp;
 mod middleware;
 pub mod registration;
+pub mod sso;
 pub mod store;
 pub mod token;
 
@@ -59,7 +60,7 @@ pub use client::{
 };
 pub use device::{DeviceAuthorization, DevicePrompt};
 pub use dpop::DpopPolicy;
-pub use enterprise::EnterpriseIdp;
+pub use enterprise::{EnterpriseIdp, IdTokenSource};
 pub use error::{Error, Result, Step};
 pub use http::HttpOptions;
 pub use mcp::{McpSession, WireFormat};
