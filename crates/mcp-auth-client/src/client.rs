@@ -860,23 +860,17 @@ impl OAuthClient {
                     scope.as_ref().map(ToString::to_string).as_deref(),
                 )
                 .await?;
-                let assertion = source.read()?;
-                let grant = TokenRequest::JwtBearer {
-                    assertion: &assertion,
-                    scope: scope.as_ref(),
-                    resource: resource.as_deref(),
-                };
-                // No retry and no other grant on failure: the error is the answer.
-                let resp = request_token_with(
-                    http,
-                    Step::JwtBearer,
-                    token_endpoint(&disc)?,
-                    &disc.issuer,
-                    &client,
-                    &grant,
-                    self.dpop(dpop_key.as_ref()),
-                )
-                .await?;
+                let assertion = SecretString::new(source.read()?);
+                let resp = self
+                    .jwt_bearer_grant(
+                        &disc,
+                        &client,
+                        &assertion,
+                        scope.as_ref(),
+                        resource.as_deref(),
+                        self.dpop(dpop_key.as_ref()),
+                    )
+                    .await?;
                 (client, resp)
             }
             GrantKind::IdentityAssertion => {
@@ -908,21 +902,16 @@ impl OAuthClient {
                         opts.allow_http,
                     )
                     .await?;
-                let grant = TokenRequest::JwtBearer {
-                    assertion: assertion.secret(),
-                    scope: scope.as_ref(),
-                    resource: resource.as_deref(),
-                };
-                let resp = request_token_with(
-                    http,
-                    Step::JwtBearer,
-                    token_endpoint(&disc)?,
-                    &disc.issuer,
-                    &client,
-                    &grant,
-                    self.dpop(dpop_key.as_ref()),
-                )
-                .await?;
+                let resp = self
+                    .jwt_bearer_grant(
+                        &disc,
+                        &client,
+                        &assertion,
+                        scope.as_ref(),
+                        resource.as_deref(),
+                        self.dpop(dpop_key.as_ref()),
+                    )
+                    .await?;
                 (client, resp)
             }
             GrantKind::DeviceCode => {
@@ -1022,6 +1011,35 @@ impl OAuthClient {
             record,
             dpop_key: rec.dpop_key.clone(),
         })
+    }
+
+    /// The JWT-bearer grant (RFC 7523 §2.1) with `assertion` (a workload's JWT or an
+    /// identity assertion grant) at the discovered token endpoint, with a DPoP proof when
+    /// the server gets one. No retry and no other grant on failure: the error is the answer.
+    async fn jwt_bearer_grant(
+        &self,
+        disc: &Discovered,
+        client: &ClientRecord,
+        assertion: &SecretString,
+        scope: Option<&ScopeSet>,
+        resource: Option<&str>,
+        dpop: Option<Dpop<'_>>,
+    ) -> Result<mcp_auth_types::TokenResponse> {
+        let grant = TokenRequest::JwtBearer {
+            assertion: assertion.secret(),
+            scope,
+            resource,
+        };
+        request_token_with(
+            &self.inner.http,
+            Step::JwtBearer,
+            token_endpoint(disc)?,
+            &disc.issuer,
+            client,
+            &grant,
+            dpop,
+        )
+        .await
     }
 
     /// The device authorization grant (RFC 8628): codes, the prompt, polling.
