@@ -76,7 +76,13 @@ pub enum Command {
     /// Revoke the tokens at the authorization server, then forget them.
     Logout {
         /// Server name or URL.
-        server: String,
+        #[arg(required_unless_present = "idp")]
+        server: Option<String>,
+        /// Instead: end the single sign-on session at this enterprise identity provider
+        /// (its ID token and refresh token are forgotten; the next enterprise-managed login
+        /// signs in there again).
+        #[arg(long, value_name = "ISSUER", conflicts_with = "server")]
+        idp: Option<String>,
     },
     /// Forget every stored server without contacting anyone.
     Clear,
@@ -682,7 +688,14 @@ pub async fn run(cli: Cli) -> Result<u8> {
             url,
         } => token(&cli, store, server, Some((method, url.as_deref()))).await,
         Command::Refresh { server } => refresh(&cli, store, server).await,
-        Command::Logout { server } => logout(&cli, store, server).await,
+        Command::Logout {
+            server: Some(server),
+            ..
+        } => logout(&cli, store, server).await,
+        Command::Logout {
+            idp: Some(issuer), ..
+        } => logout_idp(&cli, store, issuer).await,
+        Command::Logout { .. } => bail!("logout needs a server, or --idp ISSUER"),
         Command::Clear => clear(&cli, store).await,
         Command::Test {
             url,
@@ -858,6 +871,19 @@ async fn logout(cli: &Cli, store: Arc<dyn CredentialStore>, server: &str) -> Res
         );
     } else {
         eprintln!("Logged out of {}.", rec.server_url);
+    }
+    Ok(exit::OK)
+}
+
+async fn logout_idp(cli: &Cli, store: Arc<dyn CredentialStore>, issuer: &str) -> Result<u8> {
+    let client = build_client(cli, store, &AuthArgs::default())?;
+    let existed = client.forget_idp_session(issuer).await?;
+    if cli.json {
+        println!("{}", json!({"idp": issuer, "forgotten": existed}));
+    } else if existed {
+        eprintln!("Forgot the sign-in at {issuer}.");
+    } else {
+        eprintln!("No sign-in at {issuer} was stored.");
     }
     Ok(exit::OK)
 }

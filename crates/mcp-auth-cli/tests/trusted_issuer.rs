@@ -804,6 +804,14 @@ async fn the_cli_signs_in_at_the_enterprise_idp_once() {
     assert!(out.contains("enterprise:acme:alice"), "{out}");
     assert_eq!(hits(), (1, 1));
 
+    // Signing out of the IdP session: the next grant needs the IdP's login page again.
+    cli_ok(home.path(), &["logout", &mcp]).await;
+    let out = cli_ok(home.path(), &["--json", "logout", "--idp", &idp]).await;
+    assert!(out.contains("\"forgotten\":true"), "{out}");
+    let out = cli_ok(home.path(), &test_args).await;
+    assert!(out.contains("enterprise:acme:alice"), "{out}");
+    assert_eq!(hits(), (2, 1));
+
     for (mode, expected) in [
         (Sso::WrongNonce, "nonce does not match"),
         (Sso::WrongAudience, "not meant for this client (mcp-cli)"),

@@ -286,6 +286,21 @@ impl IdpSession {
 }
 
 impl OAuthClient {
+    /// Forgets the single sign-on session at the identity provider `issuer` (its ID token
+    /// and refresh token), so that the next identity assertion grant signs the user in
+    /// again. `Ok(false)` when there was none. Tokens already obtained for MCP servers stay
+    /// (log out of those servers to end them).
+    pub async fn forget_idp_session(&self, issuer: &str) -> Result<bool> {
+        let key = session_key(issuer);
+        let store = self.store();
+        let _lock = store.lock(&key).await?;
+        let existed = store.get(&key).await?.is_some_and(|r| r.is_idp_session());
+        if existed {
+            store.delete(&key).await?;
+        }
+        Ok(existed)
+    }
+
     /// The user's ID token for an exchange at the enterprise IdP, from wherever
     /// [`EnterpriseIdp::id_token`] says. For [`IdTokenSource::Login`], under the session's
     /// lock: the stored ID token while it has [`LEEWAY`] seconds left; else one refreshed
