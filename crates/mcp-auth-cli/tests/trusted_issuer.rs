@@ -364,18 +364,19 @@ async fn enterprise_idp(pair: EcdsaKeyPair, id_token: &'static str, client_id: S
     issuer
 }
 
-/// Enterprise-managed authorization with our client and our server: the CLI exchanges the
-/// user's ID token at the company IdP (found by discovery), redeems the ID-JAG at `serve`
-/// with its own client secret, and calls `whoami` as the enterprise user; the same CLI with
-/// a client that the trust configuration does not allow is refused.
-#[tokio::test]
-async fn the_cli_uses_enterprise_managed_authorization_against_serve() {
-    const ID_TOKEN: &str = "header.alice-id-token.signature";
-    let idp_key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
-    // The IdP's URL must be in server.toml before serve starts, and the client it grants to
-    // is registered at serve afterwards: start with a placeholder, register, restart.
-    let port = free_port();
-    let placeholder = "will-be-replaced";
+/// `mcp-auth serve` trusting an enterprise IdP for one confidential client of its own. The
+/// IdP's URL must be in server.toml before serve starts, and the client it grants to is
+/// registered at serve afterwards: serve starts with a placeholder, the client registers,
+/// `make_idp(client_id)` starts the IdP, and serve restarts with the real table. Returns
+/// serve, the client's id and secret, and what `make_idp` returned (its URL first).
+async fn serve_trusting_enterprise_idp<F, Fut, T>(
+    env: &[(&str, &str)],
+    make_idp: F,
+) -> (ServeProcess, String, String, (String, T))
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = (String, T)>,
+{
     let toml = |idp: &str, client: &str| {
         format!(
             r#"
@@ -390,9 +391,9 @@ async fn the_cli_uses_enterprise_managed_authorization_against_serve() {
     };
     let mut serve = ServeProcess::start_with(
         &[],
-        Some(&toml("http://127.0.0.1:9", placeholder)),
-        &[],
-        port,
+        Some(&toml("http://127.0.0.1:9", "will-be-replaced")),
+        env,
+        free_port(),
     )
     .await;
     let reg: Value = http()
@@ -407,9 +408,25 @@ async fn the_cli_uses_enterprise_managed_authorization_against_serve() {
         .unwrap();
     let client_id = reg["client_id"].as_str().unwrap().to_owned();
     let secret = reg["client_secret"].as_str().unwrap().to_owned();
-    let idp = enterprise_idp(idp_key, ID_TOKEN, client_id.clone()).await;
-    std::fs::write(serve.home().join("server.toml"), toml(&idp, &client_id)).unwrap();
+    let idp = make_idp(client_id.clone()).await;
+    std::fs::write(serve.home().join("server.toml"), toml(&idp.0, &client_id)).unwrap();
     serve.restart().await;
+    (serve, client_id, secret, idp)
+}
+
+/// Enterprise-managed authorization with our client and our server: the CLI exchanges the
+/// user's ID token at the company IdP (found by discovery), redeems the ID-JAG at `serve`
+/// with its own client secret, and calls `whoami` as the enterprise user; the same CLI with
+/// a client that the trust configuration does not allow is refused.
+#[tokio::test]
+async fn the_cli_uses_enterprise_managed_authorization_against_serve() {
+    const ID_TOKEN: &str = "header.alice-id-token.signature";
+    let idp_key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let (serve, client_id, secret, (idp, ())) =
+        serve_trusting_enterprise_idp(&[], |client| async move {
+            (enterprise_idp(idp_key, ID_TOKEN, client).await, ())
+        })
+        .await;
 
     let home = tempfile::tempdir().unwrap();
     let id_token_file = home.path().join("id_token");
@@ -716,41 +733,8 @@ fn stored_records(home: &std::path::Path) -> usize {
 #[tokio::test]
 async fn the_cli_signs_in_at_the_enterprise_idp_once() {
     let idp_key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
-    let port = free_port();
-    let toml = |idp: &str, client: &str| {
-        format!(
-            r#"
-            [[trusted_issuer]]
-            id = "acme"
-            kind = "enterprise"
-            issuer = "{idp}"
-            allowed_clients = ["{client}"]
-            allow_http = true
-            "#
-        )
-    };
-    let mut serve = ServeProcess::start_with(
-        &[],
-        Some(&toml("http://127.0.0.1:9", "will-be-replaced")),
-        &[],
-        port,
-    )
-    .await;
-    let reg: Value = http()
-        .post(serve.url("/register"))
-        .json(&json!({"client_name": "agent", "grant_types": [GRANT],
-                      "token_endpoint_auth_method": "client_secret_basic"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let client_id = reg["client_id"].as_str().unwrap().to_owned();
-    let secret = reg["client_secret"].as_str().unwrap().to_owned();
-    let (idp, sso) = sso_idp(idp_key, client_id.clone()).await;
-    std::fs::write(serve.home().join("server.toml"), toml(&idp, &client_id)).unwrap();
-    serve.restart().await;
+    let (serve, client_id, secret, (idp, sso)) =
+        serve_trusting_enterprise_idp(&[], |client| sso_idp(idp_key, client)).await;
 
     let mcp = serve.url("/mcp");
     let test_args: Vec<&str> = vec![
@@ -834,4 +818,65 @@ async fn the_cli_signs_in_at_the_enterprise_idp_once() {
         assert!(!err.contains("eyJ"), "no token in the error: {err}");
         assert_eq!(stored_records(home.path()), 0, "nothing stored: {expected}");
     }
+}
+
+/// Enterprise SSO when the MCP access token expires (serve issues 2-second tokens): the next
+/// command renews the identity assertion grant by itself — the refresh path, no browser —
+/// from the stored ID token, without the IdP's login page.
+#[tokio::test]
+async fn an_expired_access_token_is_renewed_from_the_stored_idp_session() {
+    let idp_key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let (serve, client_id, secret, (idp, sso)) =
+        serve_trusting_enterprise_idp(&[("OAUTH_ACCESS_TOKEN_TTL", "2")], |client| {
+            sso_idp(idp_key, client)
+        })
+        .await;
+    sso.lock().unwrap().id_token_ttl = 300;
+    let mcp = serve.url("/mcp");
+    let home = tempfile::tempdir().unwrap();
+    let args = |browser: &'static str| -> Vec<String> {
+        [
+            "test",
+            "--idp-issuer",
+            &idp,
+            "--idp-client-id",
+            "mcp-cli",
+            "--client-id",
+            &client_id,
+            "--client-secret",
+            &secret,
+            "--browser",
+            browser,
+            "--call",
+            "whoami",
+            &mcp,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let first = args("curl -sS -L -o /dev/null");
+    let out = cli_ok(
+        home.path(),
+        &first.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    assert!(out.contains("enterprise:acme:alice"), "{out}");
+    let authorized = sso.lock().unwrap().authorize_hits;
+    assert_eq!(authorized, 1);
+
+    // The access token has expired; a "browser" that fails proves none is opened.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let second = args("false");
+    let out = cli_ok(
+        home.path(),
+        &second.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    assert!(out.contains("enterprise:acme:alice"), "{out}");
+    assert_eq!(
+        sso.lock().unwrap().authorize_hits,
+        authorized,
+        "no new sign-in at the IdP"
+    );
 }
