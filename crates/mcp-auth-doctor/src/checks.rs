@@ -55,6 +55,12 @@ pub mod spec {
     pub const REFRESH: &str = "OAuth 2.1 §4.3; RFC 8414 §2 grant_types_supported";
     /// RFC 7591 §3.2: the registration response.
     pub const RFC7591_RESPONSE: &str = "RFC 7591 §3.2";
+    /// RFC 8628 §4: the device authorization endpoint in the metadata.
+    pub const RFC8628: &str = "RFC 8628 §4; MCP extension: device authorization";
+    /// RFC 9449 §5.1: DPoP algorithms in the metadata.
+    pub const RFC9449: &str = "RFC 9449 §5.1; MCP extension SEP-1932 (DPoP)";
+    /// RFC 7523 §2.1: the JWT-bearer grant (workload identity, enterprise-managed authorization).
+    pub const RFC7523: &str = "RFC 7523 §2.1; MCP extensions: workload identity federation, enterprise-managed authorization";
     /// Client ID metadata documents.
     pub const CIMD: &str = "MCP 2025-11-25 Authorization §Client ID Metadata Documents";
     /// Fetch standard CORS.
@@ -599,6 +605,7 @@ pub fn check_as_metadata(
             "issue refresh tokens and list \"refresh_token\" in grant_types_supported",
         ));
     }
+    out.extend(check_extensions(&m, allow_http));
     match &m.revocation_endpoint {
         Some(r) => out.push(f_pass(
             "as.revocation",
@@ -617,6 +624,96 @@ pub fn check_as_metadata(
         )),
     }
     (out, Some(m))
+}
+
+/// What the metadata says of the MCP authorization extensions: the device flow, DPoP and
+/// the JWT-bearer grant (informational when absent; a misconfiguration when advertised
+/// wrongly).
+fn check_extensions(m: &AuthorizationServerMetadata, allow_http: bool) -> Vec<Finding> {
+    let step = Step::AuthorizationServer;
+    let mut out = Vec::new();
+    match &m.device_authorization_endpoint {
+        Some(e) if HttpUrl::parse_secure(e, allow_http).is_ok() => out.push(f_pass(
+            "as.device-flow",
+            step,
+            Severity::Info,
+            spec::RFC8628,
+            format!("device authorization endpoint {e}: clients without a browser can log in"),
+        )),
+        Some(e) => out.push(Finding::fail(
+            "as.device-flow",
+            step,
+            Severity::Must,
+            spec::RFC8628,
+            format!("device_authorization_endpoint {e:?} is not an https URL"),
+            "serve the device authorization endpoint over https",
+        )),
+        None => out.push(f_pass(
+            "as.device-flow",
+            step,
+            Severity::Info,
+            spec::RFC8628,
+            "no device_authorization_endpoint: clients without a browser cannot log in by the device flow",
+        )),
+    }
+    match &m.dpop_signing_alg_values_supported {
+        None => out.push(f_pass(
+            "as.dpop",
+            step,
+            Severity::Info,
+            spec::RFC9449,
+            "no dpop_signing_alg_values_supported: tokens are bearer tokens (DPoP not offered)",
+        )),
+        Some(algs) => {
+            let unsafe_algs: Vec<&String> = algs
+                .iter()
+                .filter(|a| {
+                    a.eq_ignore_ascii_case("none") || a.to_ascii_uppercase().starts_with("HS")
+                })
+                .collect();
+            if algs.is_empty() {
+                out.push(Finding::fail(
+                    "as.dpop",
+                    step,
+                    Severity::Must,
+                    spec::RFC9449,
+                    "dpop_signing_alg_values_supported is an empty list: no client can make a proof",
+                    "list the asymmetric algorithms accepted in proofs (e.g. ES256), or omit the member",
+                ));
+            } else if !unsafe_algs.is_empty() {
+                out.push(Finding::fail(
+                    "as.dpop",
+                    step,
+                    Severity::Must,
+                    spec::RFC9449,
+                    format!(
+                        "dpop_signing_alg_values_supported lists {unsafe_algs:?}: proofs must use asymmetric algorithms, never none or HMAC"
+                    ),
+                    "remove none and HS* from dpop_signing_alg_values_supported",
+                ));
+            } else {
+                out.push(f_pass(
+                    "as.dpop",
+                    step,
+                    Severity::Info,
+                    spec::RFC9449,
+                    format!("DPoP offered with {}", algs.join(", ")),
+                ));
+            }
+        }
+    }
+    out.push(f_pass(
+        "as.jwt-bearer",
+        step,
+        Severity::Info,
+        spec::RFC7523,
+        if m.supports_grant("urn:ietf:params:oauth:grant-type:jwt-bearer") {
+            "the JWT-bearer grant is offered (workload identity, enterprise-managed authorization)"
+        } else {
+            "the JWT-bearer grant is not offered (no workload identity or enterprise-managed authorization)"
+        },
+    ));
+    out
 }
 
 /// Which registration approaches the server offers (MCP "Client Registration Approaches"):
@@ -1058,6 +1155,41 @@ mod tests {
             assert_eq!(status_of(&fs, id).1, Status::Warn, "{id}");
         }
         assert!(fs.iter().all(|f| !f.is_must_violation()), "{fs:#?}");
+    }
+
+    #[test]
+    fn extensions_are_reported_and_unsafe_dpop_algorithms_fail() {
+        use serde_json::json;
+        let check = |extra: Value| {
+            let mut v: Value = serde_json::from_str(GOOD_AS).unwrap();
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            let body = serde_json::to_vec(&v).unwrap();
+            check_as_metadata(
+                &body,
+                Some("application/json"),
+                Some("https://auth.example.com"),
+                false,
+            )
+            .0
+        };
+        let fs = check(json!({}));
+        for id in ["as.device-flow", "as.dpop", "as.jwt-bearer"] {
+            assert_eq!(status_of(&fs, id).1, Status::Pass, "{id}");
+        }
+        let fs = check(json!({
+            "device_authorization_endpoint": "https://auth.example.com/device_authorization",
+            "dpop_signing_alg_values_supported": ["ES256", "EdDSA"],
+        }));
+        assert!(status_of(&fs, "as.dpop").0.summary.contains("ES256, EdDSA"));
+        assert_eq!(status_of(&fs, "as.device-flow").1, Status::Pass);
+        for bad in [json!([]), json!(["ES256", "none"]), json!(["HS256"])] {
+            let fs = check(json!({"dpop_signing_alg_values_supported": bad}));
+            assert_eq!(status_of(&fs, "as.dpop").1, Status::Fail, "{bad}");
+        }
+        let fs = check(json!({"device_authorization_endpoint": "http://auth.example.com/device"}));
+        assert_eq!(status_of(&fs, "as.device-flow").1, Status::Fail);
     }
 
     #[test]
