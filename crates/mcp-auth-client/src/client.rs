@@ -405,13 +405,13 @@ impl OAuthClient {
         let refresh_token = rec.tokens.as_ref().and_then(|t| t.refresh_token.clone());
         let Some(refresh_token) = refresh_token else {
             if rec.grant.as_deref() == Some("client_credentials") {
-                return self.client_credentials_into(&mut rec, &client).await;
+                return self.renew_into(&mut rec, &client, None).await;
             }
             if rec.grant.as_deref() == Some(JWT_BEARER)
                 && let Some(source) = &self.inner.opts.workload_token
             {
                 let assertion = SecretString::new(source.read()?);
-                return self.jwt_bearer_into(&mut rec, &client, &assertion).await;
+                return self.renew_into(&mut rec, &client, Some(&assertion)).await;
             }
             if rec.grant.as_deref() == Some(ID_JAG_GRANT)
                 && let Some(idp) = &self.inner.opts.enterprise
@@ -433,7 +433,7 @@ impl OAuthClient {
                         self.inner.opts.allow_http,
                     )
                     .await?;
-                return self.jwt_bearer_into(&mut rec, &client, &assertion).await;
+                return self.renew_into(&mut rec, &client, Some(&assertion)).await;
             }
             return Err(Error::LoginRequired {
                 server: server.to_owned(),
@@ -496,59 +496,38 @@ impl OAuthClient {
         }
     }
 
-    async fn client_credentials_into(
+    /// Renews a token that came without a refresh token by its grant again: client
+    /// credentials (`assertion` `None`), or the JWT-bearer grant with a new assertion (the
+    /// workload's current JWT, or a new identity assertion grant).
+    async fn renew_into(
         &self,
         rec: &mut ServerRecord,
         client: &ClientRecord,
+        assertion: Option<&SecretString>,
     ) -> Result<Token> {
         let scope: Option<ScopeSet> = rec.requested_scope.as_deref().and_then(|s| s.parse().ok());
-        let grant = TokenRequest::ClientCredentials {
-            scope: scope.as_ref(),
-            resource: rec.resource.as_deref(),
+        let resource = rec.resource.as_deref();
+        let (step, grant) = match assertion {
+            None => (
+                Step::ClientCredentials,
+                TokenRequest::ClientCredentials {
+                    scope: scope.as_ref(),
+                    resource,
+                },
+            ),
+            Some(a) => (
+                Step::JwtBearer,
+                TokenRequest::JwtBearer {
+                    assertion: a.secret(),
+                    scope: scope.as_ref(),
+                    resource,
+                },
+            ),
         };
         let dpop_key = stored_dpop_key(rec)?;
         let resp = request_token_with(
             &self.inner.http,
-            Step::ClientCredentials,
-            &rec.token_endpoint,
-            &rec.issuer,
-            client,
-            &grant,
-            self.dpop(dpop_key.as_ref()),
-        )
-        .await?;
-        let record = to_record(resp, None, rec.requested_scope.as_deref());
-        rec.tokens = Some(record.clone());
-        rec.updated_at = now_secs();
-        self.inner
-            .store
-            .put(&server_key(&rec.server_url), rec)
-            .await?;
-        Ok(Token {
-            server_url: rec.server_url.clone(),
-            record,
-            dpop_key: rec.dpop_key.clone(),
-        })
-    }
-
-    /// Renews a JWT-bearer grant's token with a new assertion (the workload's current JWT,
-    /// or a new identity assertion grant).
-    async fn jwt_bearer_into(
-        &self,
-        rec: &mut ServerRecord,
-        client: &ClientRecord,
-        assertion: &SecretString,
-    ) -> Result<Token> {
-        let scope: Option<ScopeSet> = rec.requested_scope.as_deref().and_then(|s| s.parse().ok());
-        let grant = TokenRequest::JwtBearer {
-            assertion: assertion.secret(),
-            scope: scope.as_ref(),
-            resource: rec.resource.as_deref(),
-        };
-        let dpop_key = stored_dpop_key(rec)?;
-        let resp = request_token_with(
-            &self.inner.http,
-            Step::JwtBearer,
+            step,
             &rec.token_endpoint,
             &rec.issuer,
             client,

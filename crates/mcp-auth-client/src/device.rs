@@ -81,15 +81,24 @@ impl DevicePrompt {
 }
 
 /// Whether this session has no display a browser could be shown on: no X11 or Wayland
-/// display on Unix-like systems, or an SSH session without a forwarded display.
+/// display on Unix-like systems, or an SSH session without a forwarded display. A set
+/// `$BROWSER` means the user said how to open one.
 pub fn no_display() -> bool {
-    let set = |v: &str| std::env::var_os(v).is_some_and(|x| !x.is_empty());
+    no_display_in(
+        |v| std::env::var_os(v).is_some_and(|x| !x.is_empty()),
+        cfg!(any(target_os = "macos", target_os = "windows")),
+    )
+}
+
+/// [`no_display`] for an environment where `set(VAR)` says whether VAR is set and not
+/// empty, on a desktop system (macOS, Windows: a display unless reached over SSH) or not.
+fn no_display_in(set: impl Fn(&str) -> bool, desktop_os: bool) -> bool {
     if set("BROWSER") {
         return false;
     }
     let display = set("DISPLAY") || set("WAYLAND_DISPLAY");
     let ssh = set("SSH_CONNECTION") || set("SSH_TTY");
-    if cfg!(any(target_os = "macos", target_os = "windows")) {
+    if desktop_os {
         ssh && !display
     } else {
         !display
@@ -244,6 +253,134 @@ mod tests {
         .unwrap();
         assert_eq!(a.verification_uri, "https://as.example/device");
         assert!(!format!("{a:?}").contains("SECRET"));
+    }
+
+    #[test]
+    fn no_display_means_no_x11_wayland_or_browser_command() {
+        let env = |vars: &'static [&'static str]| move |v: &str| vars.contains(&v);
+        // Linux: a container or an SSH box without X forwarding.
+        assert!(no_display_in(env(&[]), false));
+        assert!(no_display_in(env(&["SSH_CONNECTION"]), false));
+        assert!(!no_display_in(env(&["DISPLAY"]), false));
+        assert!(!no_display_in(env(&["WAYLAND_DISPLAY"]), false));
+        assert!(!no_display_in(env(&["BROWSER"]), false));
+        // macOS / Windows: the console has a display; over SSH it is not the user's.
+        assert!(!no_display_in(env(&[]), true));
+        assert!(no_display_in(env(&["SSH_TTY"]), true));
+        assert!(!no_display_in(env(&["SSH_TTY", "DISPLAY"]), true));
+    }
+
+    /// A token endpoint answering the polls with `script` in turn (the last one repeats),
+    /// recording when each poll came; its URL.
+    async fn token_endpoint(
+        script: Vec<(u16, serde_json::Value)>,
+    ) -> (String, Arc<std::sync::Mutex<Vec<Instant>>>) {
+        use axum::http::StatusCode;
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::post(move |body: String| {
+                let log = log.clone();
+                let script = script.clone();
+                async move {
+                    assert!(body.contains("device_code=dc-secret"), "{body}");
+                    let mut seen = log.lock().unwrap();
+                    seen.push(Instant::now());
+                    let (status, v) = script[(seen.len() - 1).min(script.len() - 1)].clone();
+                    (StatusCode::from_u16(status).unwrap(), axum::Json(v))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, seen)
+    }
+
+    fn auth(expires_in: u64) -> DeviceAuthorization {
+        serde_json::from_value(serde_json::json!({
+            "device_code": "dc-secret", "user_code": "BCDF-GHJK",
+            "verification_uri": "https://as.example/device", "expires_in": expires_in,
+            "interval": 1
+        }))
+        .unwrap()
+    }
+
+    fn public_client() -> ClientRecord {
+        ClientRecord {
+            issuer: "http://127.0.0.1".into(),
+            client_id: "cli".into(),
+            client_secret: None,
+            client_secret_expires_at: None,
+            auth_method: mcp_auth_types::AuthMethod::None,
+            private_key_pem: None,
+            signing_alg: None,
+            redirect_uri: None,
+            registration: crate::store::Registration::Dynamic,
+            registration_access_token: None,
+            registration_client_uri: None,
+        }
+    }
+
+    async fn run(
+        script: Vec<(u16, serde_json::Value)>,
+        expires_in: u64,
+    ) -> (Result<TokenResponse>, Vec<Instant>) {
+        let (url, seen) = token_endpoint(script).await;
+        let http = Http::new(crate::HttpOptions::default()).unwrap();
+        let r = poll(
+            &http,
+            &url,
+            "http://127.0.0.1",
+            &public_client(),
+            &auth(expires_in),
+            None,
+            Duration::from_secs(60),
+        )
+        .await;
+        let seen = seen.lock().unwrap().clone();
+        (r, seen)
+    }
+
+    #[tokio::test]
+    async fn polling_waits_the_interval_and_five_seconds_more_after_slow_down() {
+        let pending = (400, serde_json::json!({"error": "authorization_pending"}));
+        let slow = (400, serde_json::json!({"error": "slow_down"}));
+        let ok = (
+            200,
+            serde_json::json!({"access_token": "at", "token_type": "Bearer"}),
+        );
+        let (r, seen) = run(vec![pending.clone(), slow, pending, ok], 600).await;
+        assert_eq!(r.unwrap().access_token.secret(), "at");
+        assert_eq!(seen.len(), 4);
+        let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1] - w[0]).collect();
+        let tolerance = Duration::from_millis(50);
+        assert!(gaps[0] + tolerance >= Duration::from_secs(1), "{gaps:?}");
+        // After slow_down the interval is 1 + 5 seconds, and stays so (RFC 8628 §3.5).
+        assert!(gaps[1] + tolerance >= Duration::from_secs(6), "{gaps:?}");
+        assert!(gaps[2] + tolerance >= Duration::from_secs(6), "{gaps:?}");
+    }
+
+    #[tokio::test]
+    async fn a_denial_and_an_expiry_end_the_polling() {
+        let denied = (400, serde_json::json!({"error": "access_denied"}));
+        let (r, seen) = run(vec![denied], 600).await;
+        assert!(matches!(r, Err(Error::AuthorizationDenied { .. })), "{r:?}");
+        assert_eq!(seen.len(), 1);
+        // Always pending, codes valid for 3 s: two polls, then a timeout without a third.
+        let pending = (400, serde_json::json!({"error": "authorization_pending"}));
+        let (r, seen) = run(vec![pending], 3).await;
+        assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+        assert_eq!(seen.len(), 2, "no poll after expires_in");
+        // Another error is the answer, not a reason to go on polling.
+        let (r, seen) = run(
+            vec![(400, serde_json::json!({"error": "invalid_grant"}))],
+            600,
+        )
+        .await;
+        assert!(r.unwrap_err().is_invalid_grant());
+        assert_eq!(seen.len(), 1);
     }
 
     #[test]
