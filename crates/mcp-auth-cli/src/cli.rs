@@ -250,14 +250,15 @@ pub struct AuthArgs {
     #[arg(long, value_name = "PATH", default_value = "/callback")]
     pub callback_path: String,
     /// Pre-registered client id.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", allow_hyphen_values = true)]
     pub client_id: Option<String>,
     /// Its secret (prefer the environment variable: arguments are visible to other users).
     #[arg(
         long,
         env = "MCP_AUTH_CLIENT_SECRET",
         value_name = "SECRET",
-        hide_env_values = true
+        hide_env_values = true,
+        allow_hyphen_values = true
     )]
     pub client_secret: Option<String>,
     /// PEM private key file for private_key_jwt.
@@ -307,14 +308,15 @@ pub struct AuthArgs {
     #[arg(long, value_name = "URL")]
     pub idp_token_endpoint: Option<String>,
     /// Enterprise-managed authorization: this client's ID at the identity provider.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", allow_hyphen_values = true)]
     pub idp_client_id: Option<String>,
     /// Its secret at the identity provider, for a confidential client.
     #[arg(
         long,
         env = "MCP_AUTH_IDP_CLIENT_SECRET",
         value_name = "SECRET",
-        hide_env_values = true
+        hide_env_values = true,
+        allow_hyphen_values = true
     )]
     pub idp_client_secret: Option<String>,
     /// Enterprise-managed authorization without --id-token-*: the scopes asked for when
@@ -1022,5 +1024,34 @@ mod tests {
         };
         let e = parse_headers(&args).unwrap_err().to_string();
         assert!(!e.contains("s3cr3t"), "{e}");
+    }
+
+    /// Generated client ids and secrets are base64url and may begin with `-`; they are
+    /// values, never taken for flags.
+    #[test]
+    fn credentials_may_begin_with_a_dash() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "mcp-auth",
+            "test",
+            "--client-id",
+            "-abc",
+            "--client-secret",
+            "-3tFnjDc",
+            "--idp-client-id",
+            "-idp",
+            "--idp-client-secret",
+            "--x",
+            "http://127.0.0.1:1/mcp",
+        ])
+        .unwrap();
+        let Command::Test { auth, url, .. } = cli.command else {
+            panic!("not the test command");
+        };
+        assert_eq!(url, "http://127.0.0.1:1/mcp");
+        assert_eq!(auth.client_id.as_deref(), Some("-abc"));
+        assert_eq!(auth.client_secret.as_deref(), Some("-3tFnjDc"));
+        assert_eq!(auth.idp_client_id.as_deref(), Some("-idp"));
+        assert_eq!(auth.idp_client_secret.as_deref(), Some("--x"));
     }
 }
