@@ -214,7 +214,8 @@ pub enum ConsentsCommand {
     Revoke {
         /// The account (`local:alice`).
         user: String,
-        /// The client id.
+        /// The client id (generated ones may begin with `-`).
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
 }
@@ -1045,6 +1046,8 @@ mod tests {
             "http://127.0.0.1:1/mcp",
         ])
         .unwrap();
+        let revoke = Cli::try_parse_from(["mcp-auth", "consents", "revoke", "local:a", "-c1"]);
+        assert!(revoke.is_ok(), "{revoke:?}");
         let Command::Test { auth, url, .. } = cli.command else {
             panic!("not the test command");
         };
