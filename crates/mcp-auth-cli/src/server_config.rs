@@ -168,6 +168,10 @@ pub struct TtlFile {
     pub client_registration: Option<u64>,
     /// Users' upstream tokens kept by the server (default 86400).
     pub external_token: Option<u64>,
+    /// How long a client read from the store is answered from memory (default 5; 0 turns
+    /// the cache off). Another process sharing the store sees a client's update or
+    /// deletion within this time; this one sees its own at once.
+    pub client_cache: Option<u64>,
 }
 
 /// `[rate_limits]`: each `{ per_minute = N, burst = M }`, or `false` to turn it off.
@@ -277,6 +281,9 @@ impl ServerFile {
             }
         }
         c.ttls = ttls;
+        if let Some(secs) = self.ttl.as_ref().and_then(|t| t.client_cache) {
+            c.client_cache_ttl = Duration::from_secs(secs);
+        }
         let scopes = |v: &Option<Vec<String>>, key: &str| -> Result<Option<ScopeSet>> {
             v.as_ref()
                 .map(|v| ScopeSet::from_strs(v).map_err(|e| anyhow!("{key}: {e}")))
@@ -379,6 +386,7 @@ mod tests {
             refresh_token = 3600
             client_registration = 86400
             external_token = 7200
+            client_cache = 0
             [rate_limits]
             register = false
             token = { per_minute = 100, burst = 10 }
@@ -413,6 +421,7 @@ mod tests {
         assert_eq!(f.upstream[1].kind, UpstreamKind::Github);
         let c = f.server_config("http://127.0.0.1:9000", false).unwrap();
         assert_eq!(c.ttls.external_token, Duration::from_secs(7200));
+        assert_eq!(c.client_cache_ttl, Duration::ZERO);
         assert_eq!(c.ttls.auth_code, Duration::from_secs(60));
         assert_eq!(c.ttls.access_token, Duration::from_secs(300));
         assert_eq!(c.rate_limits.register, None);

@@ -161,6 +161,10 @@ pub struct ServerConfig {
     /// (`grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`); empty: the grant is off
     /// and not advertised. See [`crate::jwt_bearer`].
     pub trusted_issuers: Vec<TrustedIssuer>,
+    /// How long a client looked up in the store is answered from memory (default 5 s; zero
+    /// turns the cache off). Writes through this server invalidate at once; other processes
+    /// sharing the store see a client's update or deletion within this time.
+    pub client_cache_ttl: Duration,
 }
 
 impl ServerConfig {
@@ -182,6 +186,7 @@ impl ServerConfig {
             client_id_metadata_documents: CimdConfig::default(),
             dpop: None,
             trusted_issuers: Vec::new(),
+            client_cache_ttl: Duration::from_secs(5),
         }
     }
 

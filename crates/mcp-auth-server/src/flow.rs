@@ -411,7 +411,7 @@ async fn form_request(
     headers: &HeaderMap,
     pending_id: &str,
     csrf: &str,
-) -> Result<(PendingAuthRow, ClientRow), Response> {
+) -> Result<(PendingAuthRow, std::sync::Arc<ClientRow>), Response> {
     let now = unix_now();
     let pending = match s.store.get_pending(tenant(s), pending_id, now).await {
         Ok(Some(p)) if extra_str(&p, "stage").is_none() => p,

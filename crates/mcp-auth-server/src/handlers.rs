@@ -47,6 +47,8 @@ pub struct AppState {
     pub dpop: Option<mcp_auth_resource::dpop::DpopGuard>,
     /// The trusted issuers' key sets (the jwt-bearer grant, [`crate::jwt_bearer`]).
     pub issuer_keys: Arc<crate::jwt_bearer::IssuerKeys>,
+    /// Clients read from the store lately (`ServerConfig::client_cache_ttl`).
+    pub(crate) clients: Arc<crate::client_cache::ClientCache>,
     /// Stops the signing keys' periodic reload when the last clone of the state goes.
     pub(crate) _reloader: Arc<AbortOnDrop>,
 }
@@ -69,12 +71,17 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// 256 random bits, base64url: codes, tokens, ids, CSRF tokens.
+/// 256 random bits, base64url, after the time they were made
+/// ([`time_prefix`](crate::store::time_prefix)): codes, tokens, ids, CSRF tokens. The
+/// prefix makes their storage keys sort by creation time (see
+/// [`hash_secret`](crate::store::hash_secret)); the secret is the random part.
 pub fn random_token() -> String {
     let mut b = [0u8; 32];
     // No safe way to continue without the OS's randomness.
     getrandom::fill(&mut b).expect("the operating system's random number generator failed");
-    URL_SAFE_NO_PAD.encode(b)
+    let mut t = crate::store::time_prefix();
+    URL_SAFE_NO_PAD.encode_string(b, &mut t);
+    t
 }
 
 pub(crate) fn tenant(s: &AppState) -> &str {
@@ -87,20 +94,33 @@ pub(crate) async fn find_client(
     s: &AppState,
     client_id: &str,
     now: u64,
-) -> Result<Option<ClientRow>, CimdError> {
+) -> Result<Option<Arc<ClientRow>>, CimdError> {
     let c = &s.config.client_id_metadata_documents;
-    if c.enabled && cimd::is_document_url(client_id, c.allow_http) {
-        return s
-            .cimd
-            .resolve(s.store.as_ref(), tenant(s), client_id, now)
-            .await
-            .map(Some);
-    }
+    let document = c.enabled && cimd::is_document_url(client_id, c.allow_http);
+    let row = match s.clients.get(client_id, now) {
+        Some(row) => row,
+        None => {
+            let generation = s.clients.generation();
+            let row = if document {
+                s.cimd
+                    .resolve(s.store.as_ref(), tenant(s), client_id, now)
+                    .await?
+            } else {
+                match s.store.get_client(tenant(s), client_id, now).await? {
+                    Some(row) => row,
+                    None => return Ok(None),
+                }
+            };
+            let row = Arc::new(row);
+            s.clients.insert(row.clone(), generation);
+            row
+        }
+    };
     // A document cached while the feature was on is not a registration.
-    Ok(s.store
-        .get_client(tenant(s), client_id, now)
-        .await?
-        .filter(|row| c.enabled || row.registration_kind != RegistrationKind::MetadataDocument))
+    Ok(
+        (document || c.enabled || row.registration_kind != RegistrationKind::MetadataDocument)
+            .then_some(row),
+    )
 }
 
 /// The error page for a client that cannot be found (authorization endpoint).
@@ -597,7 +617,7 @@ pub async fn authenticate_client(
     s: &AppState,
     headers: &HeaderMap,
     form: &HashMap<String, String>,
-) -> Result<(ClientRow, ClientAuthMethod), OAuthError> {
+) -> Result<(Arc<ClientRow>, ClientAuthMethod), OAuthError> {
     let basic = basic_credentials(headers)?;
     let body_secret = form.get("client_secret");
     let assertion = form.get("client_assertion");
@@ -1719,7 +1739,10 @@ async fn update_inner(s: &AppState, current: ClientRow, body: &[u8]) -> Result<V
         metadata: checked.stored,
         ..current
     };
-    s.store.put_client(&row).await?;
+    let written = s.store.put_client(&row).await;
+    // After the write, whatever its outcome: a lookup that read the old row is not cached.
+    s.clients.invalidate(&row.client_id);
+    written?;
     let mut out = client_information(s, &row);
     if let Some(sec) = new_secret {
         out.insert("client_secret".into(), json!(sec));
@@ -1738,12 +1761,12 @@ pub async fn delete_registration(
         Ok(c) => c,
         Err(r) => return r,
     };
-    no_store(
-        match s.store.delete_client(tenant(&s), &client.client_id).await {
-            Ok(_) => StatusCode::NO_CONTENT.into_response(),
-            Err(e) => OAuthError::from(e).into_response(),
-        },
-    )
+    let deleted = s.store.delete_client(tenant(&s), &client.client_id).await;
+    s.clients.invalidate(&client.client_id);
+    no_store(match deleted {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => OAuthError::from(e).into_response(),
+    })
 }
 
 fn check_scope_syntax(s: &AppState, sc: &str) -> Result<(), OAuthError> {

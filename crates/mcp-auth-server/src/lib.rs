@@ -60,6 +60,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cimd;
+mod client_cache;
 pub mod config;
 pub mod device;
 pub mod error;

@@ -89,6 +89,10 @@ impl AuthorizationServer {
         let dpop = config.dpop.clone().map(|o| {
             mcp_auth_resource::dpop::DpopGuard::new(o, Arc::new(mcp_auth_resource::SystemClock))
         });
+        let clients = Arc::new(crate::client_cache::ClientCache::new(
+            config.client_cache_ttl,
+            crate::client_cache::CLIENT_CACHE_ENTRIES,
+        ));
         Ok(Self {
             state: AppState {
                 dpop,
@@ -99,6 +103,7 @@ impl AuthorizationServer {
                 vault,
                 cimd,
                 issuer_keys: Arc::new(issuer_keys),
+                clients,
                 _reloader: reloader,
             },
         })

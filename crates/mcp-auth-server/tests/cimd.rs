@@ -180,6 +180,10 @@ impl As {
         let mut c = ServerConfig::new(ISSUER);
         c.dev_auto_approve = true;
         c.client_id_metadata_documents = cimd;
+        // Tests here age documents by editing the store behind the server's back, as another
+        // process sharing it would: no client cache in between. (A row's own expiry, which
+        // the HTTP caching of its document sets, is checked on every cache hit anyway.)
+        c.client_cache_ttl = std::time::Duration::ZERO;
         let store = Arc::new(MemoryStore::new());
         let server = AuthorizationServer::new(c, store.clone()).await.unwrap();
         Self { server, store }

@@ -84,7 +84,12 @@ struct As {
 
 impl As {
     async fn new() -> Self {
+        Self::with_client_cache(ServerConfig::new(ISSUER).client_cache_ttl).await
+    }
+
+    async fn with_client_cache(ttl: std::time::Duration) -> Self {
         let mut c = ServerConfig::new(ISSUER);
+        c.client_cache_ttl = ttl;
         c.rate_limits = RateLimits::off();
         c.dev_auto_approve = true;
         let store = Arc::new(MemoryStore::new());
@@ -364,6 +369,9 @@ async fn clients_without_a_registration_token_cannot_be_configured() {
 async fn an_update_replaces_the_redirect_uris_that_authorize_accepts() {
     let a = As::new().await;
     let c = a.register(public_client()).await;
+    // Used once before the update, so the server has it in its client cache.
+    let r = a.authorize(c.id(), REDIRECT).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
     let mut body = public_client();
     body["client_id"] = json!(c.id());
     body["redirect_uris"] = json!([NEW_REDIRECT]);
@@ -551,4 +559,27 @@ async fn delete_removes_the_client_and_what_it_was_issued() {
             .unwrap()
             .is_none()
     );
+}
+
+/// A client deleted behind the server's back (another process sharing the store) is seen
+/// within the client cache's lifetime, and at once without the cache.
+#[tokio::test]
+async fn a_change_made_elsewhere_is_seen_within_the_client_cache_ttl() {
+    let ttl = std::time::Duration::from_millis(300);
+    let a = As::with_client_cache(ttl).await;
+    let c = a.register(public_client()).await;
+    let r = a.authorize(c.id(), REDIRECT).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(a.store.delete_client("default", c.id()).await.unwrap());
+    tokio::time::sleep(ttl + std::time::Duration::from_millis(50)).await;
+    let r = a.authorize(c.id(), REDIRECT).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+
+    let a = As::with_client_cache(std::time::Duration::ZERO).await;
+    let c = a.register(public_client()).await;
+    let r = a.authorize(c.id(), REDIRECT).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(a.store.delete_client("default", c.id()).await.unwrap());
+    let r = a.authorize(c.id(), REDIRECT).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
 }

@@ -27,9 +27,10 @@
 //!
 //! # Checkpoints
 //! The writer copies the log into the database file itself, as SQLite does by default, when
-//! the log passes 1000 pages: since no other write can land meanwhile, the copy completes
-//! and the next transaction starts the log over, so the log file stays small and is
-//! rewritten in place rather than grown. (A background checkpoint thread was tried: under
+//! the log passes [`WAL_CHECKPOINT_PAGES`] (64 MiB; SQLite's default is 4 MiB, and at that
+//! size the checkpoints' flushes kept the writer blocked a quarter of the time): since no
+//! other write can land meanwhile, the copy completes and the next transaction starts the
+//! log over, so the log file stays bounded and is rewritten in place rather than grown. (A background checkpoint thread was tried: under
 //! sustained load it never caught up with the writer, the log grew without end, and each
 //! flush got slower as the file did.)
 //!
@@ -69,6 +70,14 @@ const STATEMENT_CACHE: usize = 64;
 /// The writer's page cache, in KiB (SQLite's default is 2 MiB): the indexes the writer
 /// inserts into at random places stay in memory.
 const WRITER_CACHE_KIB: i64 = 32 * 1024;
+
+/// The log is copied into the database (a checkpoint) once it holds this many pages (64 MiB
+/// of 4 KiB pages; SQLite's default is 1000). A checkpoint writes each page changed since
+/// the last one once, however often it changed, and flushes the database file twice: the
+/// longer the log, the more rewrites of the same index pages one checkpoint absorbs, and
+/// the rarer its flushes, which stall the writer. The price is a longer recovery when the
+/// database is opened after a crash (the log is read once) and up to this much disk.
+const WAL_CHECKPOINT_PAGES: i64 = 16 * 1024;
 
 /// After a checkpoint has emptied it, the log file is cut back to this size.
 const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
@@ -179,6 +188,8 @@ impl Engine {
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
             .map_err(backend)?;
         conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+            .map_err(backend)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
             .map_err(backend)?;
         migrate(&conn)?;
 
