@@ -471,3 +471,47 @@ fn crash_child(path: &str) {
         }
     });
 }
+
+/// Every query that finds refresh tokens by something other than their hash uses an index:
+/// deleting a client, withdrawing a consent and revoking a family never read the whole
+/// table, however many tokens it holds.
+#[tokio::test]
+async fn refresh_token_lookups_use_an_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    store.close().await;
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    for (query, index) in [
+        (
+            "DELETE FROM refresh_tokens WHERE tenant = 't' AND client_id = 'c'",
+            "refresh_client_subject",
+        ),
+        (
+            "SELECT family_id FROM refresh_tokens \
+             WHERE tenant = 't' AND subject = 's' AND client_id = 'c'",
+            "refresh_client_subject",
+        ),
+        (
+            "DELETE FROM refresh_tokens WHERE tenant = 't' AND family_id = 'f'",
+            "refresh_family",
+        ),
+        (
+            "DELETE FROM refresh_tokens WHERE expires_at <= 5",
+            "refresh_expiry",
+        ),
+    ] {
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
+            .unwrap();
+        let plan: Vec<String> = stmt
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            plan.iter().any(|step| step.contains(index)),
+            "{query}: {plan:?}"
+        );
+    }
+}
