@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use mcp_auth_types::{ClientMetadata, ErrorCode, PkceChallenge, ScopeSet};
+use serde::Deserialize as _;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
 
@@ -1400,7 +1401,7 @@ struct CheckedMetadata {
 /// The rules a registration (RFC 7591 §2) and an update (RFC 7592 §2.2) must both pass: an
 /// update is a new registration of the same client.
 fn check_metadata(s: &AppState, body: Value) -> Result<CheckedMetadata, OAuthError> {
-    let meta: ClientMetadata = serde_json::from_value(body.clone())
+    let meta = ClientMetadata::deserialize(&body)
         .map_err(|_| bad_metadata("the body is not valid client metadata"))?;
     let Value::Object(mut stored) = body else {
         return Err(bad_metadata("the body is not a JSON object"));
