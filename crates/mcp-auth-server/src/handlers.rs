@@ -807,7 +807,8 @@ pub(crate) fn client_allows_grant(client: &ClientRow, grant: &str) -> bool {
 }
 
 /// The revocation-list entry that revokes every access token of a grant (its `sid`).
-/// Access token IDs are base64url, so they never contain the `:` of this prefix.
+/// Access token IDs are [`random_token`]s (hex, `.` and base64url), so they never contain
+/// the `:` of this prefix.
 pub(crate) fn grant_marker(family_id: &str) -> String {
     format!("grant:{family_id}")
 }
@@ -1529,7 +1530,8 @@ async fn register_inner(s: &AppState, body: Value) -> Result<Value, OAuthError> 
 }
 
 /// `{issuer}/register/{client_id}`: the client configuration endpoint (RFC 7592 §1.2). The
-/// ids this server issues are base64url, so they need no escaping in a path.
+/// ids this server issues are [`random_token`]s (hex, `.` and base64url: unreserved
+/// characters), so they need no escaping in a path.
 fn registration_client_uri(s: &AppState, client_id: &str) -> String {
     s.config.endpoint(&format!("/register/{client_id}"))
 }

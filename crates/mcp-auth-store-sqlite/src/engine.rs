@@ -26,13 +26,14 @@
 //! every job of the batch is answered with the error (none of them was applied).
 //!
 //! # Checkpoints
-//! The writer copies the log into the database file itself, as SQLite does by default, when
-//! the log passes [`WAL_CHECKPOINT_PAGES`] (64 MiB; SQLite's default is 4 MiB, and at that
-//! size the checkpoints' flushes kept the writer blocked a quarter of the time): since no
-//! other write can land meanwhile, the copy completes and the next transaction starts the
-//! log over, so the log file stays bounded and is rewritten in place rather than grown. (A background checkpoint thread was tried: under
-//! sustained load it never caught up with the writer, the log grew without end, and each
-//! flush got slower as the file did.)
+//! The log is copied into the database file (a checkpoint) once it holds 64 MiB
+//! ([`checkpoint::START_FRAMES`]; SQLite's default is 4 MiB, and at that size the
+//! checkpoints' flushes kept the writer blocked a quarter of the time): a longer log absorbs
+//! more rewrites of the same index pages per checkpoint, and flushes the database less
+//! often. The copying is done by a checkpointer thread on its own connection while the
+//! writer goes on; the writer copies only the last tail itself, so that its next commit
+//! starts the log over and the file stays bounded (see [`checkpoint`] for how, and for the
+//! limit at which the writer checkpoints by itself if the checkpointer falls behind).
 //!
 //! # Reads
 //! A file database also has reader connections, used on the calling task: a point lookup by
@@ -51,6 +52,8 @@ use std::time::Duration;
 
 use mcp_auth_server::store::StoreError;
 use rusqlite::{Connection, OpenFlags};
+
+use crate::checkpoint;
 use tokio::sync::oneshot;
 
 /// How long a connection waits for another process's write lock before failing with
@@ -70,14 +73,6 @@ const STATEMENT_CACHE: usize = 64;
 /// The writer's page cache, in KiB (SQLite's default is 2 MiB): the indexes the writer
 /// inserts into at random places stay in memory.
 const WRITER_CACHE_KIB: i64 = 32 * 1024;
-
-/// The log is copied into the database (a checkpoint) once it holds this many pages (64 MiB
-/// of 4 KiB pages; SQLite's default is 1000). A checkpoint writes each page changed since
-/// the last one once, however often it changed, and flushes the database file twice: the
-/// longer the log, the more rewrites of the same index pages one checkpoint absorbs, and
-/// the rarer its flushes, which stall the writer. The price is a longer recovery when the
-/// database is opened after a crash (the log is read once) and up to this much disk.
-const WAL_CHECKPOINT_PAGES: i64 = 16 * 1024;
 
 /// After a checkpoint has emptied it, the log file is cut back to this size.
 const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
@@ -179,7 +174,7 @@ impl Engine {
     /// threads. Blocking: call from a blocking context.
     pub(crate) fn open_file(path: &Path) -> Result<Self, StoreError> {
         create_private_file(path)?;
-        let conn = open_connection(path)?;
+        let mut conn = open_connection(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(backend)?;
         // NORMAL: commits write the log without flushing it; the sync thread flushes it
@@ -189,8 +184,6 @@ impl Engine {
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
             .map_err(backend)?;
         conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
-            .map_err(backend)?;
-        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
             .map_err(backend)?;
         // A job of several statements runs in a savepoint, which journals the pages it
         // changes; past 64 KiB in a transaction that journal spills into a temporary file,
@@ -210,7 +203,19 @@ impl Engine {
 
         let shared = Arc::new(Shared::default());
         let syncer = spawn_syncer(wal, shared.clone())?;
-        let jobs = spawn_writer(conn, shared.clone(), Some(syncer))?;
+        // Replaces SQLite's own checkpoints on this connection (the commit hook is theirs).
+        let log = checkpoint::LogState::new(
+            checkpoint::START_FRAMES,
+            checkpoint::TAIL_FRAMES,
+            checkpoint::HARD_LIMIT_FRAMES,
+        );
+        let checkpointer = checkpoint::start(&mut conn, path, log.clone())?;
+        let jobs = spawn_writer(
+            conn,
+            shared.clone(),
+            Some(syncer),
+            Some((checkpointer, log)),
+        )?;
         Ok(Self {
             jobs,
             shared,
@@ -228,7 +233,7 @@ impl Engine {
         configure(&conn)?;
         migrate(&conn)?;
         let shared = Arc::new(Shared::default());
-        let jobs = spawn_writer(conn, shared.clone(), None)?;
+        let jobs = spawn_writer(conn, shared.clone(), None, None)?;
         Ok(Self {
             jobs,
             shared,
@@ -352,7 +357,7 @@ impl ReaderPool {
     }
 }
 
-fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -426,21 +431,32 @@ fn sqlx_era_version(conn: &Connection) -> Result<i64, StoreError> {
 
 // ---- the writer ----
 
+/// The checkpointer thread and what it shares with the writer.
+type Checkpointing = (checkpoint::Checkpointer, Arc<checkpoint::LogState>);
+
 fn spawn_writer(
     conn: Connection,
     shared: Arc<Shared>,
     syncer: Option<Syncer>,
+    checkpointing: Option<Checkpointing>,
 ) -> Result<Sender<Msg>, StoreError> {
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("mcp-auth-sqlite".into())
-        .spawn(move || writer_loop(conn, rx, &shared, syncer))
+        .spawn(move || writer_loop(conn, rx, &shared, syncer, checkpointing))
         .map_err(backend)?;
     Ok(tx)
 }
 
-fn writer_loop(conn: Connection, rx: Receiver<Msg>, shared: &Shared, syncer: Option<Syncer>) {
+fn writer_loop(
+    conn: Connection,
+    rx: Receiver<Msg>,
+    shared: &Shared,
+    syncer: Option<Syncer>,
+    checkpointing: Option<Checkpointing>,
+) {
     let sync = syncer.as_ref().map(|s| &s.queue);
+    let mut last_pass = 0;
     let mut batch: Vec<Job> = Vec::new();
     let mut close: Option<oneshot::Sender<()>> = None;
     let mut disconnected = false;
@@ -484,6 +500,13 @@ fn writer_loop(conn: Connection, rx: Receiver<Msg>, shared: &Shared, syncer: Opt
             }
             (None, None) => committed.into_iter().for_each(|r| r(None)),
         }
+        if let Some((_, log)) = &checkpointing {
+            checkpoint::finish_tail(&conn, log, &mut last_pass);
+        }
+    }
+    // The checkpointer first: its pass may still be reading the log.
+    if let Some((checkpointer, _)) = checkpointing {
+        checkpointer.stop();
     }
     // Stop the sync thread before closing: it answers what it holds.
     if let Some(syncer) = syncer {

@@ -14,6 +14,9 @@
 //!   share flushes, and the disk's flush latency bounds each request's latency rather than
 //!   the server's throughput. Reads run on a small pool of reader connections on the
 //!   calling task, and never wait for the writer.
+//! - **Checkpoints in the background.** A third thread copies the log into the database
+//!   file on its own connection; the writer only copies the last short tail, so that the
+//!   log starts over, instead of stalling for the whole copy.
 //! - The schema is versioned (`PRAGMA user_version`); its migrations are compiled into the
 //!   crate and applied by [`SqliteStore::open`].
 //! - The single-use operations are atomic in the database, not only in this process: each
@@ -42,6 +45,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod checkpoint;
 mod engine;
 mod store;
 
