@@ -996,13 +996,13 @@ impl Store for PostgresStore {
         tenant: &str,
         family_id: &str,
         now: u64,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<bool, StoreError> {
         with_conn!(self, |c| {
             let tx = c.transaction().await.map_err(backend)?;
             lock_family(&tx, tenant, family_id).await?;
             let deleted = revoke_family_in(&tx, tenant, family_id, now).await?;
             tx.commit().await.map_err(backend)?;
-            Ok(deleted)
+            Ok(deleted > 0)
         })
     }
 

@@ -334,7 +334,7 @@ async fn put_refresh_racing_revocation_never_survives() {
         let family = format!("fam-{}", i / 2);
         if i % 2 == 0 {
             let row = refresh("t1", &format!("rt-{i}"), &family);
-            store.put_refresh(&row).await.map(|()| 0)
+            store.put_refresh(&row).await.map(|()| false)
         } else {
             store.revoke_family("t1", &family, NOW).await
         }

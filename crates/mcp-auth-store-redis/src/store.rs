@@ -624,7 +624,7 @@ impl Store for RedisStore {
         tenant: &str,
         family_id: &str,
         now: u64,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<bool, StoreError> {
         let t = self.keys.tenant(tenant);
         let (till, till_ttl) = self.revocation_until(now);
         let mut inv = scripts::REVOKE_FAMILY.prepare_invoke();
@@ -634,7 +634,8 @@ impl Store for RedisStore {
             .arg(family_id)
             .arg(till.to_string())
             .arg(till_ttl.to_string());
-        self.script("revoke_family", &inv).await
+        let deleted: usize = self.script("revoke_family", &inv).await?;
+        Ok(deleted > 0)
     }
 
     async fn revoke_access(

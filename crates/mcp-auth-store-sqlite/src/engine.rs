@@ -86,6 +86,7 @@ const MIGRATIONS: &[&str] = &[
     // 0003 (device authorization) is numbered before it; list them in file order.
     include_str!("../migrations/0004_claims.sql"),
     include_str!("../migrations/0005_refresh_indexes.sql"),
+    include_str!("../migrations/0006_grants.sql"),
 ];
 
 /// Called with the outcome (`None` = committed and durable) to answer a job's caller.
@@ -96,7 +97,9 @@ type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
 /// statements before it too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Steps {
-    /// At most one statement that changes the database.
+    /// At most one statement that changes the database; or several, when keeping what the
+    /// first ones did if a later one fails is harmless. (An I/O error is not such a failure:
+    /// SQLite then ends the whole transaction, and no job of it is kept.)
     One,
     /// Several statements that change the database.
     Many,

@@ -418,19 +418,21 @@ fn query_all<T>(
     Ok(out)
 }
 
-/// Deletes a family's tokens and remembers the revocation, inside the caller's
-/// transaction. Returns how many token rows went.
+/// Revokes a grant (its codes and refresh tokens become unusable; their rows stay until
+/// their expiry sweep) and remembers the revocation, inside the caller's transaction.
+/// Returns whether the grant was live.
 fn revoke_family_in(
     conn: &Connection,
     tenant: &str,
     family_id: &str,
     now: u64,
-) -> Result<usize, StoreError> {
-    let deleted = execute(
+) -> Result<bool, StoreError> {
+    let revoked = execute(
         conn,
-        "DELETE FROM refresh_tokens WHERE tenant = ? AND family_id = ?",
-        params![tenant, family_id],
-    )?;
+        "UPDATE grants SET revoked_at = ? \
+         WHERE tenant = ? AND family_id = ? AND revoked_at IS NULL",
+        params![int(now), tenant, family_id],
+    )? > 0;
     execute(
         conn,
         "INSERT INTO revoked_families (tenant, family_id, expires_at) VALUES (?, ?, ?) \
@@ -442,8 +444,148 @@ fn revoke_family_in(
             int(now.saturating_add(REVOKED_FAMILY_RETENTION_SECS))
         ],
     )?;
-    Ok(deleted)
+    Ok(revoked)
 }
+
+/// Records the grant (token family) of a code or refresh token that expires at
+/// `expires_at`, or moves the grant's expiry forward to `keep_until` if it would end
+/// before `expires_at`. Inside the caller's transaction.
+///
+/// [`StoreError::FamilyRevoked`] if the grant was revoked; [`StoreError::InvalidRow`] if it
+/// belongs to another client.
+fn record_grant_in(
+    c: &Connection,
+    grant: Grant<'_>,
+    expires_at: u64,
+    keep_until: u64,
+) -> Result<(), StoreError> {
+    let keep_until = keep_until.max(expires_at);
+    // A new family (every code starts one) is one insert.
+    let inserted = execute(
+        c,
+        "INSERT INTO grants (tenant, family_id, client_id, subject, expires_at) \
+         VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, family_id) DO NOTHING",
+        params![
+            grant.tenant,
+            grant.family_id,
+            grant.client_id,
+            grant.subject,
+            int(keep_until)
+        ],
+    )?;
+    if inserted > 0 {
+        return Ok(());
+    }
+    let existing = query_opt(
+        c,
+        "SELECT client_id, revoked_at, expires_at FROM grants \
+         WHERE tenant = ? AND family_id = ?",
+        params![grant.tenant, grant.family_id],
+        |r| {
+            Ok((
+                get_str(r, "client_id")?,
+                get_opt_u64(r, "revoked_at")?,
+                get_u64(r, "expires_at")?,
+            ))
+        },
+    )?;
+    match existing {
+        // Gone between the two statements: cannot happen under the write lock.
+        None => {
+            return Err(StoreError::Backend(
+                "the token family's grant vanished".into(),
+            ));
+        }
+        Some((client_id, _, _)) if client_id != grant.client_id => {
+            return Err(StoreError::InvalidRow(
+                "the token family is another client's",
+            ));
+        }
+        Some((_, Some(_), _)) => return Err(StoreError::FamilyRevoked),
+        Some((_, None, until)) => {
+            if until < expires_at {
+                bump_grant_in(c, grant.tenant, grant.family_id, keep_until)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Moves a grant's expiry to `keep_until`.
+fn bump_grant_in(
+    c: &Connection,
+    tenant: &str,
+    family_id: &str,
+    keep_until: u64,
+) -> Result<(), StoreError> {
+    execute(
+        c,
+        "UPDATE grants SET expires_at = max(expires_at, ?) WHERE tenant = ? AND family_id = ?",
+        params![int(keep_until), tenant, family_id],
+    )
+    .map(drop)
+}
+
+/// How long to keep a grant row for a token that lives from `now` to `expires_at`: twice
+/// its remaining life, so that a chain of rotations moves the grant's expiry forward once
+/// per token lifetime rather than at every rotation.
+fn grant_keep_until(expires_at: u64, now: u64) -> u64 {
+    expires_at.saturating_add(expires_at.saturating_sub(now))
+}
+
+/// The grant a code or refresh token belongs to.
+#[derive(Clone, Copy)]
+struct Grant<'a> {
+    tenant: &'a str,
+    family_id: &'a str,
+    client_id: &'a str,
+    subject: &'a str,
+}
+
+impl<'a> Grant<'a> {
+    fn of_refresh(row: &'a RefreshRow) -> Self {
+        Self {
+            tenant: &row.tenant,
+            family_id: &row.family_id,
+            client_id: &row.client_id,
+            subject: &row.subject,
+        }
+    }
+}
+
+/// The condition, on a row of the table `$table` (`codes` or `refresh_tokens`), that its
+/// grant is live. A scalar subquery rather than `EXISTS`: SQLite turns an `EXISTS` in a
+/// `SELECT` into a join planned around the bound values, and then prepares the statement
+/// again at every execution (the whole schema parsed each time).
+macro_rules! grant_live {
+    ($table:literal) => {
+        concat!(
+            " AND (SELECT g.revoked_at IS NULL FROM grants g WHERE g.tenant = ",
+            $table,
+            ".tenant AND g.family_id = ",
+            $table,
+            ".family_id)"
+        )
+    };
+}
+
+/// The condition, on a row of `codes`, that its client was not deleted since the code was
+/// issued (see `delete_client`).
+macro_rules! code_client_kept {
+    () => {
+        " AND (SELECT 1 FROM deleted_clients d \
+         WHERE d.tenant = codes.tenant AND d.client_id = codes.client_id) IS NULL"
+    };
+}
+
+/// A current refresh token by its hash (tenant, hash, now).
+const GET_REFRESH: &str = concat!(
+    "SELECT ",
+    refresh_cols!(),
+    " FROM refresh_tokens WHERE tenant = ? AND token_hash = ? \
+     AND rotated_at IS NULL AND expires_at > ?",
+    grant_live!("refresh_tokens")
+);
 
 /// Redeems a code inside the caller's transaction: one statement decides who redeems it,
 /// under the write lock; only the caller that finds `spent_at IS NULL` gets the row back.
@@ -458,7 +600,9 @@ fn take_code_in(
         concat!(
             "UPDATE codes SET spent_at = ? \
              WHERE tenant = ? AND code_hash = ? AND spent_at IS NULL \
-             AND expires_at > ? RETURNING ",
+             AND expires_at > ?",
+            code_client_kept!(),
+            " RETURNING ",
             code_cols!()
         ),
         params![int(now), tenant, code_hash, int(now)],
@@ -467,12 +611,16 @@ fn take_code_in(
     if let Some(row) = taken {
         return Ok(TakeCode::Taken(row));
     }
-    // Not ours: spent before (spent_at never goes back to NULL), or missing or expired.
+    // Not ours: spent before (spent_at never goes back to NULL), or missing, expired, or
+    // its client was deleted.
     let spent = query_opt(
         c,
-        "SELECT family_id, client_id FROM codes \
-         WHERE tenant = ? AND code_hash = ? AND spent_at IS NOT NULL \
-         AND expires_at > ?",
+        concat!(
+            "SELECT family_id, client_id FROM codes \
+             WHERE tenant = ? AND code_hash = ? AND spent_at IS NOT NULL \
+             AND expires_at > ?",
+            code_client_kept!()
+        ),
         params![tenant, code_hash, int(now)],
         |r| Ok((get_str(r, "family_id")?, get_str(r, "client_id")?)),
     )?;
@@ -498,6 +646,12 @@ fn put_refresh_in(c: &Connection, row: &RefreshRow) -> Result<(), StoreError> {
     if revoked.is_some() {
         return Err(StoreError::FamilyRevoked);
     }
+    record_grant_in(
+        c,
+        Grant::of_refresh(row),
+        row.expires_at,
+        grant_keep_until(row.expires_at, row.created_at),
+    )?;
     insert_refresh(c, row)
 }
 
@@ -548,6 +702,14 @@ impl Store for SqliteStore {
                         int(row.created_at),
                         row.expires_at.map(int),
                     ],
+                )?;
+                // The client exists (again): a record of an earlier deletion of this id no
+                // longer applies. (Registered ids are random; an id that comes back is a
+                // metadata document URL, the same client.)
+                execute(
+                    c,
+                    "DELETE FROM deleted_clients WHERE tenant = ? AND client_id = ?",
+                    params![row.tenant, row.client_id],
                 )
                 .map(drop)
             })
@@ -587,10 +749,20 @@ impl Store for SqliteStore {
                     "DELETE FROM clients WHERE tenant = ? AND client_id = ?",
                     params![tenant, client_id],
                 )? > 0;
-                // RFC 7592 §2.3: everything issued to the client goes with it.
+                // RFC 7592 §2.3: everything issued to the client goes with it. Its refresh
+                // tokens go with their grants, and its codes are refused from now on (a
+                // record of the deletion that outlives every code stored so far): unusable at
+                // once, their rows are swept when they expire.
+                execute(
+                    c,
+                    "INSERT INTO deleted_clients (tenant, client_id, expires_at) \
+                     VALUES (?, ?, max(?, coalesce((SELECT max(expires_at) FROM codes), 0))) \
+                     ON CONFLICT (tenant, client_id) DO UPDATE \
+                     SET expires_at = max(expires_at, excluded.expires_at)",
+                    params![tenant, client_id, int(unix_now())],
+                )?;
                 for sql in [
-                    "DELETE FROM codes WHERE tenant = ? AND client_id = ?",
-                    "DELETE FROM refresh_tokens WHERE tenant = ? AND client_id = ?",
+                    "DELETE FROM grants INDEXED BY grants_client WHERE tenant = ? AND client_id = ?",
                     "DELETE FROM pending_authorizations WHERE tenant = ? AND client_id = ?",
                     "DELETE FROM device_authorizations WHERE tenant = ? AND client_id = ?",
                     "DELETE FROM consents WHERE tenant = ? AND client_id = ?",
@@ -723,12 +895,7 @@ impl Store for SqliteStore {
             .read(move |c| {
                 query_opt(
                     c,
-                    concat!(
-                        "SELECT ",
-                        refresh_cols!(),
-                        " FROM refresh_tokens WHERE tenant = ? AND token_hash = ? \
-                         AND rotated_at IS NULL AND expires_at > ?"
-                    ),
+                    GET_REFRESH,
                     params![tenant, token_hash, int(now)],
                     refresh_row,
                 )
@@ -752,7 +919,9 @@ impl Store for SqliteStore {
                     concat!(
                         "UPDATE refresh_tokens SET rotated_at = ? \
                          WHERE tenant = ? AND token_hash = ? AND rotated_at IS NULL \
-                         AND expires_at > ? RETURNING ",
+                         AND expires_at > ?",
+                        grant_live!("refresh_tokens"),
+                        " RETURNING ",
                         refresh_cols!()
                     ),
                     params![int(now), tenant, old_hash, int(now)],
@@ -761,13 +930,30 @@ impl Store for SqliteStore {
                 if let Some(old) = current {
                     check_refresh_successor(&tenant, &old, &new_row)?;
                     insert_refresh(c, &new_row)?;
+                    // The grant row must outlive the new token. It usually does already
+                    // (see `grant_keep_until`): then this only reads it.
+                    let keep_until = grant_keep_until(new_row.expires_at, now);
+                    execute(
+                        c,
+                        "UPDATE grants SET expires_at = ? \
+                         WHERE tenant = ? AND family_id = ? AND expires_at < ?",
+                        params![
+                            int(keep_until),
+                            tenant,
+                            new_row.family_id,
+                            int(new_row.expires_at)
+                        ],
+                    )?;
                     return Ok(Rotate::Rotated(old));
                 }
                 let rotated = query_opt(
                     c,
-                    "SELECT family_id FROM refresh_tokens \
-                     WHERE tenant = ? AND token_hash = ? AND rotated_at IS NOT NULL \
-                     AND expires_at > ?",
+                    concat!(
+                        "SELECT family_id FROM refresh_tokens \
+                         WHERE tenant = ? AND token_hash = ? AND rotated_at IS NOT NULL \
+                         AND expires_at > ?",
+                        grant_live!("refresh_tokens")
+                    ),
                     params![tenant, old_hash, int(now)],
                     |r| get_str(r, "family_id"),
                 )?;
@@ -786,7 +972,7 @@ impl Store for SqliteStore {
         tenant: &str,
         family_id: &str,
         now: u64,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<bool, StoreError> {
         let (tenant, family_id) = (tenant.to_owned(), family_id.to_owned());
         self.engine
             .write(Steps::Many, move |c| {
@@ -1130,17 +1316,16 @@ impl Store for SqliteStore {
         // theirs can be added or rotated in between.
         self.engine
             .write(Steps::Many, move |c| {
-                // Sorted and deduplicated here: with DISTINCT or ORDER BY, SQLite's planner
-                // walks the family index of the whole tenant to spare a sort of a few rows.
+                // Without statistics SQLite's planner would rather walk the tenant's grants in
+                // key order than sort a few rows: name the index.
                 let mut families = query_all(
                     c,
-                    "SELECT family_id FROM refresh_tokens \
-                     WHERE tenant = ? AND subject = ? AND client_id = ?",
-                    params![tenant, subject, client_id],
+                    "SELECT family_id FROM grants INDEXED BY grants_client \
+                     WHERE tenant = ? AND client_id = ? AND subject = ? AND revoked_at IS NULL",
+                    params![tenant, client_id, subject],
                     |r| get_str(r, "family_id"),
                 )?;
                 families.sort_unstable();
-                families.dedup();
                 for family_id in &families {
                     revoke_family_in(c, &tenant, family_id, now)?;
                 }
@@ -1454,8 +1639,54 @@ impl Store for SqliteStore {
                 ] {
                     total += execute(c, sql, params![int(now)])?;
                 }
+                // A grant outlives its tokens, a client's deletion record its codes. These
+                // rows are bookkeeping, not rows the caller stored: not counted.
+                for sql in [
+                    "DELETE FROM grants WHERE expires_at <= ?",
+                    "DELETE FROM deleted_clients WHERE expires_at <= ?",
+                ] {
+                    execute(c, sql, params![int(now)])?;
+                }
                 Ok(total)
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcp_auth_server::store::suite;
+
+    /// The lookup every refresh makes on a reader connection is prepared once and reused:
+    /// SQLite prepares some statements again at each execution when their plan depends on
+    /// the bound values (an `EXISTS` subquery did), which parses the whole schema each time.
+    #[tokio::test]
+    async fn the_refresh_lookup_is_not_prepared_again_at_each_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let mut current = suite::refresh("t1", "rt-0", "fam-1");
+        store.put_refresh(&current).await.unwrap();
+        for i in 1..=5u64 {
+            let now = suite::NOW + i;
+            let args = params![current.tenant, current.token_hash, int(now)];
+            let found = query_opt(&conn, GET_REFRESH, args, refresh_row).unwrap();
+            assert_eq!(found.as_ref(), Some(&current));
+            // `query_opt` left the statement in the connection's cache.
+            let stmt = conn.prepare_cached(GET_REFRESH).unwrap();
+            assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
+            drop(stmt);
+            let mut next = suite::refresh("t1", &format!("rt-{i}"), "fam-1");
+            next.created_at = now;
+            let rotated = store
+                .rotate_refresh("t1", &current.token_hash, &next, now)
+                .await
+                .unwrap();
+            assert!(matches!(rotated, Rotate::Rotated(_)));
+            current = next;
+        }
+        store.close().await;
     }
 }

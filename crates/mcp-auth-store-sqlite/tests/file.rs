@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use mcp_auth_server::store::suite::{self, NOW};
-use mcp_auth_server::store::{Rotate, Store, TakeCode, hash_secret};
+use mcp_auth_server::store::{Rotate, Store, StoreError, TakeCode, hash_secret};
 use mcp_auth_store_sqlite::SqliteStore;
 
 #[tokio::test]
@@ -353,6 +353,144 @@ async fn opens_a_database_from_the_sqlx_releases() {
     assert_eq!(version, i64::try_from(migrations).unwrap());
 }
 
+/// A database written before grants had their own table (schema version 5) keeps its
+/// sessions through the upgrade: current refresh tokens still rotate, rotated ones still
+/// count as reuse, revoked families stay revoked, codes can still be redeemed once, and
+/// deleting a client still cuts off what it holds.
+#[tokio::test]
+async fn grants_survive_the_upgrade_from_schema_version_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for sql in [
+            include_str!("../migrations/0001_initial.sql"),
+            include_str!("../migrations/0002_sessions_upstream.sql"),
+            include_str!("../migrations/0003_device.sql"),
+            include_str!("../migrations/0004_claims.sql"),
+            include_str!("../migrations/0005_refresh_indexes.sql"),
+        ] {
+            conn.execute_batch(sql).unwrap();
+        }
+        let far = NOW + 86_400;
+        conn.execute_batch(&format!(
+            "PRAGMA user_version = 5;
+             INSERT INTO refresh_tokens VALUES
+               ('t1', '{live}', 'fam-live', 'client-1', 'alice', 'files:read', NULL, {far}, {NOW}, NULL),
+               ('t1', '{old}', 'fam-live', 'client-1', 'alice', 'files:read', NULL, {far}, {NOW}, {NOW}),
+               ('t1', '{other}', 'fam-other', 'client-2', 'bob', 'files:read', NULL, {far}, {NOW}, NULL);
+             INSERT INTO revoked_families VALUES ('t1', 'fam-revoked', {far});
+             INSERT INTO codes VALUES
+               ('t1', '{code}', 'client-1', 'http://127.0.0.1/cb', 'challenge', 'files:read',
+                NULL, 'alice', NULL, {soon}, 'fam-code', NULL);",
+            live = hash_secret("rt-live"),
+            old = hash_secret("rt-old"),
+            other = hash_secret("rt-other"),
+            code = hash_secret("code-1"),
+            soon = NOW + 60,
+        ))
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let live = store
+        .get_refresh("t1", &hash_secret("rt-live"), NOW)
+        .await
+        .unwrap()
+        .expect("the current token survives");
+    assert_eq!(live.family_id, "fam-live");
+    let mut next = suite::refresh("t1", "rt-next", "fam-live");
+    next.created_at = NOW + 1;
+    let rotated = store
+        .rotate_refresh("t1", &live.token_hash, &next, NOW + 1)
+        .await
+        .unwrap();
+    assert!(matches!(rotated, Rotate::Rotated(_)), "{rotated:?}");
+    // The token rotated before the upgrade is reuse: the family goes.
+    let reused = store
+        .rotate_refresh(
+            "t1",
+            &hash_secret("rt-old"),
+            &suite::refresh("t1", "x", "fam-live"),
+            NOW + 2,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(reused, Rotate::Reused { .. }), "{reused:?}");
+    assert_eq!(
+        store
+            .get_refresh("t1", &next.token_hash, NOW + 2)
+            .await
+            .unwrap(),
+        None
+    );
+    // A family revoked before the upgrade takes no new token.
+    let late = suite::refresh("t1", "rt-late", "fam-revoked");
+    let err = store.put_refresh(&late).await.unwrap_err();
+    assert!(matches!(err, StoreError::FamilyRevoked), "{err:?}");
+    // The code is redeemed once.
+    let taken = store
+        .take_code("t1", &hash_secret("code-1"), NOW)
+        .await
+        .unwrap();
+    assert!(matches!(taken, TakeCode::Taken(_)), "{taken:?}");
+    // Deleting client-2 cuts off its token.
+    store.delete_client("t1", "client-2").await.unwrap();
+    assert_eq!(
+        store
+            .get_refresh("t1", &hash_secret("rt-other"), NOW)
+            .await
+            .unwrap(),
+        None
+    );
+    store.close().await;
+}
+
+/// The record that refuses a deleted client's codes goes when the same client id is
+/// registered again (a client ID metadata document fetched anew): its new codes work.
+#[tokio::test]
+async fn a_client_registered_again_after_deletion_can_redeem_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("auth.db")).await.unwrap();
+    store
+        .put_client(&suite::client("t1", "client-1"))
+        .await
+        .unwrap();
+    store
+        .put_code(&suite::code("t1", "code-1", "fam-1"))
+        .await
+        .unwrap();
+    assert!(store.delete_client("t1", "client-1").await.unwrap());
+    let old = hash_secret("code-1");
+    assert_eq!(
+        store.take_code("t1", &old, NOW).await.unwrap(),
+        TakeCode::Missing
+    );
+    store
+        .put_client(&suite::client("t1", "client-1"))
+        .await
+        .unwrap();
+    store
+        .put_code(&suite::code("t1", "code-2", "fam-2"))
+        .await
+        .unwrap();
+    let taken = store
+        .take_code("t1", &hash_secret("code-2"), NOW)
+        .await
+        .unwrap();
+    assert!(matches!(taken, TakeCode::Taken(_)), "{taken:?}");
+    // Other clients' codes never depended on it.
+    let mut other = suite::code("t1", "code-3", "fam-3");
+    other.client_id = "client-2".into();
+    store.put_code(&other).await.unwrap();
+    store.delete_client("t1", "client-1").await.unwrap();
+    let taken = store
+        .take_code("t1", &hash_secret("code-3"), NOW)
+        .await
+        .unwrap();
+    assert!(matches!(taken, TakeCode::Taken(_)), "{taken:?}");
+    store.close().await;
+}
+
 #[tokio::test]
 async fn refuses_a_database_from_a_newer_release() {
     let dir = tempfile::tempdir().unwrap();
@@ -472,11 +610,11 @@ fn crash_child(path: &str) {
     });
 }
 
-/// Every query that finds refresh tokens by something other than their hash uses an index:
-/// deleting a client, withdrawing a consent and revoking a family never read the whole
-/// table, however many tokens it holds.
+/// Every query that finds grants, codes or refresh tokens by something other than their
+/// key uses an index: deleting a client, withdrawing a consent, sweeping, and the check of
+/// a token's grant never read a whole table, however many rows it holds.
 #[tokio::test]
-async fn refresh_token_lookups_use_an_index() {
+async fn grant_and_token_lookups_use_an_index() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("auth.db");
     let store = SqliteStore::open(&path).await.unwrap();
@@ -484,22 +622,31 @@ async fn refresh_token_lookups_use_an_index() {
     let conn = rusqlite::Connection::open(&path).unwrap();
     for (query, index) in [
         (
-            "DELETE FROM refresh_tokens WHERE tenant = 't' AND client_id = 'c'",
-            "refresh_client_subject",
+            "DELETE FROM grants INDEXED BY grants_client WHERE tenant = 't' AND client_id = 'c'",
+            "grants_client",
         ),
         (
-            "SELECT family_id FROM refresh_tokens \
-             WHERE tenant = 't' AND subject = 's' AND client_id = 'c'",
-            "refresh_client_subject",
+            "SELECT family_id FROM grants INDEXED BY grants_client \
+             WHERE tenant = 't' AND client_id = 'c' AND subject = 's' AND revoked_at IS NULL",
+            "grants_client",
         ),
         (
-            "DELETE FROM refresh_tokens WHERE tenant = 't' AND family_id = 'f'",
-            "refresh_family",
+            "UPDATE grants SET revoked_at = 1 \
+             WHERE tenant = 't' AND family_id = 'f' AND revoked_at IS NULL",
+            "PRIMARY KEY",
+        ),
+        ("DELETE FROM grants WHERE expires_at <= 5", "grants_expiry"),
+        (
+            "SELECT token_hash FROM refresh_tokens WHERE tenant = 't' AND token_hash = 'h' \
+             AND (SELECT g.revoked_at IS NULL FROM grants g WHERE g.tenant = refresh_tokens.tenant \
+             AND g.family_id = refresh_tokens.family_id)",
+            "PRIMARY KEY",
         ),
         (
             "DELETE FROM refresh_tokens WHERE expires_at <= 5",
             "refresh_expiry",
         ),
+        ("DELETE FROM codes WHERE expires_at <= 5", "codes_expiry"),
     ] {
         let mut stmt = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {query}"))

@@ -308,8 +308,8 @@ impl Store for MemoryStore {
         tenant: &str,
         family_id: &str,
         now: u64,
-    ) -> Result<usize, StoreError> {
-        Ok(self.lock().revoke_family(tenant, family_id, now))
+    ) -> Result<bool, StoreError> {
+        Ok(self.lock().revoke_family(tenant, family_id, now) > 0)
     }
 
     async fn revoke_access(

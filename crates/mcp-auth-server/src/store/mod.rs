@@ -444,13 +444,15 @@ pub trait Store: Send + Sync {
     /// revocation for [`REVOKED_FAMILY_RETENTION_SECS`] after `now` so a racing
     /// [`put_refresh`](Self::put_refresh) into the family fails. Used on code replay
     /// (RFC 6749 §4.1.2), refresh token reuse (RFC 9700 §4.14.2) and token revocation
-    /// (RFC 7009 §2.1). Returns how many token rows (current or rotated) went. Idempotent.
+    /// (RFC 7009 §2.1). Idempotent: returns whether this call revoked anything, `false` when
+    /// the family has no refresh token or was revoked already. (A backend may keep the
+    /// revoked tokens' rows, unusable, until they expire: see [`Store::sweep`].)
     async fn revoke_family(
         &self,
         tenant: &str,
         family_id: &str,
         now: u64,
-    ) -> Result<usize, StoreError>;
+    ) -> Result<bool, StoreError>;
 
     // ---- access tokens ----
 
@@ -666,7 +668,9 @@ pub trait Store: Send + Sync {
     /// tokens (current or rotated), revoked-family records, access token revocations,
     /// signing keys past `not_after`, pending requests, device authorizations, login
     /// sessions, upstream tokens and single-use claims ([`Store::claim_once`]). Returns how
-    /// many rows went.
+    /// many rows went. A backend may leave the codes and refresh tokens of a revoked family or
+    /// a deleted client in place, unusable, until they expire: they are counted when this
+    /// removes them.
     async fn sweep(&self, now: u64) -> Result<usize, StoreError>;
 }
 
