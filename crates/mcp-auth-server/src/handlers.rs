@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, Path, RawForm, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine as _;
@@ -48,6 +48,9 @@ pub struct AppState {
     pub dpop: Option<mcp_auth_resource::dpop::DpopGuard>,
     /// The trusted issuers' key sets (the jwt-bearer grant, [`crate::jwt_bearer`]).
     pub issuer_keys: Arc<crate::jwt_bearer::IssuerKeys>,
+    /// The configured resources (`ServerConfig::resources`) that are valid resource
+    /// indicators, exactly as configured: a request naming one of them needs no parsing.
+    pub(crate) known_resources: Arc<Vec<String>>,
     /// Clients read from the store lately (`ServerConfig::client_cache_ttl`).
     pub(crate) clients: Arc<crate::client_cache::ClientCache>,
     /// Stops the signing keys' periodic reload when the last clone of the state goes.
@@ -313,24 +316,41 @@ pub(crate) fn check_resource(
     resource: Option<&str>,
 ) -> Result<Option<String>, (ErrorCode, String)> {
     let Some(r) = resource else { return Ok(None) };
-    let bad = |m: &str| (ErrorCode::InvalidTarget, m.to_owned());
-    let u = url::Url::parse(r).map_err(|_| bad("resource is not an absolute URI"))?;
+    // The usual request names a configured resource exactly, which passed these checks when
+    // the server started.
+    if s.known_resources.iter().any(|k| k == r) {
+        return Ok(Some(r.to_owned()));
+    }
+    match resource_problem(r, &s.config.resources) {
+        Some(problem) => Err((ErrorCode::InvalidTarget, problem.to_owned())),
+        None => Ok(Some(r.to_owned())),
+    }
+}
+
+/// Why `r` is not a resource indicator this server issues tokens for (RFC 8707 §2: an
+/// absolute URI without a fragment; one of `configured` when any are configured), if it is
+/// not.
+pub(crate) fn resource_problem(r: &str, configured: &[String]) -> Option<&'static str> {
+    let Ok(u) = url::Url::parse(r) else {
+        return Some("resource is not an absolute URI");
+    };
     if u.fragment().is_some() {
-        return Err(bad("resource must not contain a fragment"));
+        return Some("resource must not contain a fragment");
     }
-    if !s.config.resources.is_empty() {
-        let canon = mcp_auth_types::ResourceUrl::canonicalize(r)
-            .map_err(|_| bad("resource is not an http(s) URI"))?;
-        let known = s.config.resources.iter().any(|k| {
-            mcp_auth_types::ResourceUrl::canonicalize(k).is_ok_and(|k| k.as_str() == canon.as_str())
-        });
-        if !known {
-            return Err(bad(
-                "this authorization server does not issue tokens for that resource",
-            ));
-        }
+    if configured.is_empty() {
+        return None;
     }
-    Ok(Some(r.to_owned()))
+    let Ok(canon) = mcp_auth_types::ResourceUrl::canonicalize(r) else {
+        return Some("resource is not an http(s) URI");
+    };
+    let known = configured.iter().any(|k| {
+        mcp_auth_types::ResourceUrl::canonicalize(k).is_ok_and(|k| k.as_str() == canon.as_str())
+    });
+    if known {
+        None
+    } else {
+        Some("this authorization server does not issue tokens for that resource")
+    }
 }
 
 /// [`check_resource`] for the token endpoint's grants.
@@ -356,18 +376,17 @@ pub(crate) fn checked_scope(
 pub async fn authorize(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<Vec<(String, String)>>,
+    RawQuery(query): RawQuery,
 ) -> Response {
-    let mut params: HashMap<String, String> = HashMap::new();
-    for (k, v) in q {
-        // RFC 6749 §3.1: parameters MUST NOT be included more than once.
-        if params.insert(k.clone(), v).is_some() {
+    let params = match unique_params(query.as_deref().unwrap_or("").as_bytes()) {
+        Ok(p) => p,
+        Err(k) => {
             return error_page(
                 StatusCode::BAD_REQUEST,
                 &format!("the parameter {k} appears more than once"),
             );
         }
-    }
+    };
     let get = |k: &str| params.get(k).map(String::as_str);
     let Some(client_id) = get("client_id") else {
         return error_page(StatusCode::BAD_REQUEST, "client_id is missing");
@@ -1007,11 +1026,27 @@ fn check_redemption(
     Ok(())
 }
 
+/// The parameters of a query or a form body, decoded (`application/x-www-form-urlencoded`),
+/// each at most once (RFC 6749 §3.1: "Request and response parameters MUST NOT be included
+/// more than once"); else the name of one that came twice.
+pub(crate) fn unique_params(input: &[u8]) -> Result<HashMap<String, String>, String> {
+    let mut params = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(input) {
+        match params.entry(k.into_owned()) {
+            std::collections::hash_map::Entry::Occupied(e) => return Err(e.key().clone()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(v.into_owned());
+            }
+        }
+    }
+    Ok(params)
+}
+
 /// `POST /token` (RFC 6749 §3.2, §4.1.3, §4.4, §6).
 pub async fn token(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Form(form): Form<Vec<(String, String)>>,
+    RawForm(form): RawForm,
 ) -> Response {
     // RFC 9449 §5: a proof, when sent, is checked before anything else.
     let proved = match dpop_proof(&s, &headers) {
@@ -1079,17 +1114,12 @@ fn dpop_refused(s: &AppState, refusal: &mcp_auth_resource::dpop::DpopRefusal) ->
 async fn token_inner(
     s: &AppState,
     headers: &HeaderMap,
-    pairs: Vec<(String, String)>,
+    body: Bytes,
     proved_jkt: Option<String>,
 ) -> Result<Value, OAuthError> {
-    let mut form = HashMap::new();
-    for (k, v) in pairs {
-        if form.insert(k.clone(), v).is_some() {
-            return Err(OAuthError::invalid_request(format!(
-                "the parameter {k} appears more than once"
-            )));
-        }
-    }
+    let form = unique_params(&body).map_err(|k| {
+        OAuthError::invalid_request(format!("the parameter {k} appears more than once"))
+    })?;
     let (client, method) = authenticate_client(s, headers, &form).await?;
     // RFC 9449 §5: the access token is bound to the proved key; so is the refresh token of
     // a public client, which has no other proof of being the client.

@@ -93,8 +93,15 @@ impl AuthorizationServer {
             config.client_cache_ttl,
             crate::client_cache::CLIENT_CACHE_ENTRIES,
         ));
+        let known_resources = config
+            .resources
+            .iter()
+            .filter(|r| crate::handlers::resource_problem(r, &config.resources).is_none())
+            .cloned()
+            .collect();
         Ok(Self {
             state: AppState {
+                known_resources: Arc::new(known_resources),
                 dpop,
                 config: Arc::new(config),
                 store,
