@@ -283,6 +283,13 @@ async fn concurrent_writes_share_commits_and_all_persist() {
         after.commits - before.commits < WRITES as u64,
         "no two writes shared a commit: {before:?} → {after:?}"
     );
+    // Every commit was flushed before its writes were answered; a flush covers one commit
+    // or more, never none.
+    let syncs = after.syncs - before.syncs;
+    assert!(
+        syncs >= 1 && syncs <= after.commits - before.commits,
+        "{before:?} → {after:?}"
+    );
     store.close().await;
     drop(store);
 
