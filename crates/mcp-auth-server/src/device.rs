@@ -148,9 +148,9 @@ pub fn format_user_code(code: &str) -> String {
 pub async fn device_authorization(
     State(s): State<AppState>,
     headers: HeaderMap,
-    axum::extract::Form(pairs): axum::extract::Form<Vec<(String, String)>>,
+    axum::extract::RawForm(body): axum::extract::RawForm,
 ) -> Response {
-    match authorization_inner(&s, &headers, pairs).await {
+    match authorization_inner(&s, &headers, &body).await {
         Ok(v) => {
             let mut r = axum::Json(v).into_response();
             let h = r.headers_mut();
@@ -165,16 +165,11 @@ pub async fn device_authorization(
 async fn authorization_inner(
     s: &AppState,
     headers: &HeaderMap,
-    pairs: Vec<(String, String)>,
+    body: &[u8],
 ) -> Result<Value, OAuthError> {
-    let mut form = HashMap::new();
-    for (k, v) in pairs {
-        if form.insert(k.clone(), v).is_some() {
-            return Err(OAuthError::invalid_request(format!(
-                "the parameter {k} appears more than once"
-            )));
-        }
-    }
+    let form = crate::handlers::unique_params(body).map_err(|k| {
+        OAuthError::invalid_request(format!("the parameter {k} appears more than once"))
+    })?;
     let (client, _) = authenticate_client(s, headers, &form).await?;
     if !client_allows_grant(&client, DEVICE_CODE_GRANT) {
         return Err(OAuthError::new(

@@ -589,6 +589,26 @@ async fn device_authorization_authenticates_clients_like_the_token_endpoint() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "invalid_target");
+
+    // RFC 6749 §3.1 (RFC 8628 §3.1 defers to it): a parameter sent twice is refused.
+    let (status, _, body) = server
+        .post_form(
+            "/device_authorization",
+            &[
+                ("client_id", &client_id),
+                ("scope", "files:read"),
+                ("scope", "files:write"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_request");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("scope appears more than once")),
+        "{body}"
+    );
 }
 
 #[tokio::test]
