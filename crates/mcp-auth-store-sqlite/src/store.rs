@@ -418,9 +418,10 @@ fn query_all<T>(
     Ok(out)
 }
 
-/// Revokes a grant (its codes and refresh tokens become unusable; their rows stay until
-/// their expiry sweep) and remembers the revocation, inside the caller's transaction.
-/// Returns whether the grant was live.
+/// Revokes a grant (its refresh tokens become unusable; their rows stay until their expiry
+/// sweep) and remembers the revocation, inside the caller's transaction, so that a refresh
+/// token stored for the family later is refused (a code redeemed after its replay revoked
+/// the family). Returns whether the grant was live.
 fn revoke_family_in(
     conn: &Connection,
     tenant: &str,
@@ -447,29 +448,24 @@ fn revoke_family_in(
     Ok(revoked)
 }
 
-/// Records the grant (token family) of a code or refresh token that expires at
-/// `expires_at`, or moves the grant's expiry forward to `keep_until` if it would end
-/// before `expires_at`. Inside the caller's transaction.
+/// Records the grant (token family) of a refresh token being stored, inside the caller's
+/// transaction: a new row for the first token of a family; for a later one, the grant's
+/// expiry moved forward if the token would outlive it.
 ///
 /// [`StoreError::FamilyRevoked`] if the grant was revoked; [`StoreError::InvalidRow`] if it
 /// belongs to another client.
-fn record_grant_in(
-    c: &Connection,
-    grant: Grant<'_>,
-    expires_at: u64,
-    keep_until: u64,
-) -> Result<(), StoreError> {
-    let keep_until = keep_until.max(expires_at);
-    // A new family (every code starts one) is one insert.
+fn record_grant_in(c: &Connection, row: &RefreshRow) -> Result<(), StoreError> {
+    let keep_until = grant_keep_until(row.expires_at, row.created_at);
+    // A new family (every redeemed code starts one) is one insert.
     let inserted = execute(
         c,
         "INSERT INTO grants (tenant, family_id, client_id, subject, expires_at) \
          VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, family_id) DO NOTHING",
         params![
-            grant.tenant,
-            grant.family_id,
-            grant.client_id,
-            grant.subject,
+            row.tenant,
+            row.family_id,
+            row.client_id,
+            row.subject,
             int(keep_until)
         ],
     )?;
@@ -478,50 +474,45 @@ fn record_grant_in(
     }
     let existing = query_opt(
         c,
-        "SELECT client_id, revoked_at, expires_at FROM grants \
-         WHERE tenant = ? AND family_id = ?",
-        params![grant.tenant, grant.family_id],
-        |r| {
-            Ok((
-                get_str(r, "client_id")?,
-                get_opt_u64(r, "revoked_at")?,
-                get_u64(r, "expires_at")?,
-            ))
-        },
+        "SELECT client_id, revoked_at FROM grants WHERE tenant = ? AND family_id = ?",
+        params![row.tenant, row.family_id],
+        |r| Ok((get_str(r, "client_id")?, get_opt_u64(r, "revoked_at")?)),
     )?;
     match existing {
         // Gone between the two statements: cannot happen under the write lock.
-        None => {
-            return Err(StoreError::Backend(
-                "the token family's grant vanished".into(),
-            ));
-        }
-        Some((client_id, _, _)) if client_id != grant.client_id => {
-            return Err(StoreError::InvalidRow(
-                "the token family is another client's",
-            ));
-        }
-        Some((_, Some(_), _)) => return Err(StoreError::FamilyRevoked),
-        Some((_, None, until)) => {
-            if until < expires_at {
-                bump_grant_in(c, grant.tenant, grant.family_id, keep_until)?;
-            }
+        None => Err(StoreError::Backend(
+            "the token family's grant vanished".into(),
+        )),
+        Some((client_id, _)) if client_id != row.client_id => Err(StoreError::InvalidRow(
+            "the token family is another client's",
+        )),
+        Some((_, Some(_))) => Err(StoreError::FamilyRevoked),
+        Some((_, None)) => {
+            extend_grant_in(c, &row.tenant, &row.family_id, row.expires_at, keep_until)
         }
     }
-    Ok(())
 }
 
-/// Moves a grant's expiry to `keep_until`.
-fn bump_grant_in(
+/// Moves a grant's expiry to `keep_until` if it would end before `expires_at` (a token of
+/// the family that lives that long). Usually it would not (see [`grant_keep_until`]): then
+/// the grant is only read.
+fn extend_grant_in(
     c: &Connection,
     tenant: &str,
     family_id: &str,
+    expires_at: u64,
     keep_until: u64,
 ) -> Result<(), StoreError> {
     execute(
         c,
-        "UPDATE grants SET expires_at = max(expires_at, ?) WHERE tenant = ? AND family_id = ?",
-        params![int(keep_until), tenant, family_id],
+        "UPDATE grants SET expires_at = ? \
+         WHERE tenant = ? AND family_id = ? AND expires_at < ?",
+        params![
+            int(keep_until.max(expires_at)),
+            tenant,
+            family_id,
+            int(expires_at)
+        ],
     )
     .map(drop)
 }
@@ -533,39 +524,14 @@ fn grant_keep_until(expires_at: u64, now: u64) -> u64 {
     expires_at.saturating_add(expires_at.saturating_sub(now))
 }
 
-/// The grant a code or refresh token belongs to.
-#[derive(Clone, Copy)]
-struct Grant<'a> {
-    tenant: &'a str,
-    family_id: &'a str,
-    client_id: &'a str,
-    subject: &'a str,
-}
-
-impl<'a> Grant<'a> {
-    fn of_refresh(row: &'a RefreshRow) -> Self {
-        Self {
-            tenant: &row.tenant,
-            family_id: &row.family_id,
-            client_id: &row.client_id,
-            subject: &row.subject,
-        }
-    }
-}
-
-/// The condition, on a row of the table `$table` (`codes` or `refresh_tokens`), that its
-/// grant is live. A scalar subquery rather than `EXISTS`: SQLite turns an `EXISTS` in a
-/// `SELECT` into a join planned around the bound values, and then prepares the statement
-/// again at every execution (the whole schema parsed each time).
+/// The condition, on a row of `refresh_tokens`, that its grant is live. A scalar subquery
+/// rather than `EXISTS`: SQLite turns an `EXISTS` in a `SELECT` into a join planned around
+/// the bound values, and then prepares the statement again at every execution (the whole
+/// schema parsed each time).
 macro_rules! grant_live {
-    ($table:literal) => {
-        concat!(
-            " AND (SELECT g.revoked_at IS NULL FROM grants g WHERE g.tenant = ",
-            $table,
-            ".tenant AND g.family_id = ",
-            $table,
-            ".family_id)"
-        )
+    () => {
+        " AND (SELECT g.revoked_at IS NULL FROM grants g \
+         WHERE g.tenant = refresh_tokens.tenant AND g.family_id = refresh_tokens.family_id)"
     };
 }
 
@@ -584,7 +550,7 @@ const GET_REFRESH: &str = concat!(
     refresh_cols!(),
     " FROM refresh_tokens WHERE tenant = ? AND token_hash = ? \
      AND rotated_at IS NULL AND expires_at > ?",
-    grant_live!("refresh_tokens")
+    grant_live!()
 );
 
 /// Redeems a code inside the caller's transaction: one statement decides who redeems it,
@@ -646,12 +612,7 @@ fn put_refresh_in(c: &Connection, row: &RefreshRow) -> Result<(), StoreError> {
     if revoked.is_some() {
         return Err(StoreError::FamilyRevoked);
     }
-    record_grant_in(
-        c,
-        Grant::of_refresh(row),
-        row.expires_at,
-        grant_keep_until(row.expires_at, row.created_at),
-    )?;
+    record_grant_in(c, row)?;
     insert_refresh(c, row)
 }
 
@@ -920,7 +881,7 @@ impl Store for SqliteStore {
                         "UPDATE refresh_tokens SET rotated_at = ? \
                          WHERE tenant = ? AND token_hash = ? AND rotated_at IS NULL \
                          AND expires_at > ?",
-                        grant_live!("refresh_tokens"),
+                        grant_live!(),
                         " RETURNING ",
                         refresh_cols!()
                     ),
@@ -930,19 +891,13 @@ impl Store for SqliteStore {
                 if let Some(old) = current {
                     check_refresh_successor(&tenant, &old, &new_row)?;
                     insert_refresh(c, &new_row)?;
-                    // The grant row must outlive the new token. It usually does already
-                    // (see `grant_keep_until`): then this only reads it.
-                    let keep_until = grant_keep_until(new_row.expires_at, now);
-                    execute(
+                    // The grant row must outlive the new token.
+                    extend_grant_in(
                         c,
-                        "UPDATE grants SET expires_at = ? \
-                         WHERE tenant = ? AND family_id = ? AND expires_at < ?",
-                        params![
-                            int(keep_until),
-                            tenant,
-                            new_row.family_id,
-                            int(new_row.expires_at)
-                        ],
+                        &tenant,
+                        &new_row.family_id,
+                        new_row.expires_at,
+                        grant_keep_until(new_row.expires_at, now),
                     )?;
                     return Ok(Rotate::Rotated(old));
                 }
@@ -952,7 +907,7 @@ impl Store for SqliteStore {
                         "SELECT family_id FROM refresh_tokens \
                          WHERE tenant = ? AND token_hash = ? AND rotated_at IS NOT NULL \
                          AND expires_at > ?",
-                        grant_live!("refresh_tokens")
+                        grant_live!()
                     ),
                     params![tenant, old_hash, int(now)],
                     |r| get_str(r, "family_id"),

@@ -498,6 +498,30 @@ async fn a_client_registered_again_after_deletion_can_redeem_codes() {
     store.close().await;
 }
 
+/// A refresh token stored into another client's token family is refused, and nothing of it
+/// is kept: the family's grant names its client once.
+#[tokio::test]
+async fn a_token_family_belongs_to_one_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("auth.db")).await.unwrap();
+    store
+        .put_refresh(&suite::refresh("t1", "rt-1", "fam-1"))
+        .await
+        .unwrap();
+    let mut other = suite::refresh("t1", "rt-2", "fam-1");
+    other.client_id = "client-2".into();
+    let err = store.put_refresh(&other).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidRow(_)), "{err:?}");
+    assert_eq!(
+        store
+            .get_refresh("t1", &other.token_hash, NOW)
+            .await
+            .unwrap(),
+        None
+    );
+    store.close().await;
+}
+
 #[tokio::test]
 async fn refuses_a_database_from_a_newer_release() {
     let dir = tempfile::tempdir().unwrap();
