@@ -211,6 +211,7 @@ fn run(mut args: Args) -> Result<bool, Error> {
         }
     }
     print_targets(&summary);
+    print_paired(&results);
 
     let errors: u64 = results.iter().map(|(_, o)| o.errors).sum();
     for (s, o) in results.iter().filter(|(_, o)| o.errors > 0) {
@@ -343,5 +344,51 @@ fn print_targets(summary: &[(Scenario, &Outcome)]) {
         for l in lines {
             println!("{l}");
         }
+    }
+}
+
+/// With several rounds of both MCP scenarios, the protected call's cost round by round: each
+/// round's protected run against the unprotected run just before it (seconds apart, so a
+/// machine that slows down or speeds up over the run moves both), then the median and the
+/// spread of those pairs. Printed beside the summary's ratio of the two median rounds, which
+/// can pair rounds from different minutes.
+fn print_paired(results: &[(Scenario, Outcome)]) {
+    let runs = |s: Scenario| -> Vec<&Outcome> {
+        results
+            .iter()
+            .filter(|(x, _)| *x == s)
+            .map(|(_, o)| o)
+            .collect()
+    };
+    let (u, p) = (runs(Scenario::McpUnprotected), runs(Scenario::McpProtected));
+    if u.len() < 2 || u.len() != p.len() {
+        return;
+    }
+    let mut cost: Vec<f64> = u
+        .iter()
+        .zip(&p)
+        .map(|(u, p)| (u.ops_per_sec() / p.ops_per_sec() - 1.0) * 100.0)
+        .collect();
+    let mut cpu: Vec<f64> = u
+        .iter()
+        .zip(&p)
+        .filter_map(|(u, p)| {
+            Some((p.server_micros_per_op()? / u.server_micros_per_op()? - 1.0) * 100.0)
+        })
+        .collect();
+    let median = |v: &mut Vec<f64>| -> Option<(f64, f64, f64)> {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        (n > 0).then(|| ((v[(n - 1) / 2] + v[n / 2]) / 2.0, v[0], v[n - 1]))
+    };
+    if let Some((m, lo, hi)) = median(&mut cost) {
+        let cpu = median(&mut cpu).map_or(String::new(), |(m, lo, hi)| {
+            format!(", server CPU per call {m:+.1}% ({lo:+.1}% to {hi:+.1}%)")
+        });
+        println!(
+            "{:<16} {m:>+8.1}%    median of {} interleaved pairs ({lo:+.1}% to {hi:+.1}%){cpu}",
+            "  paired",
+            u.len()
+        );
     }
 }

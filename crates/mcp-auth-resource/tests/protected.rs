@@ -530,6 +530,43 @@ async fn cached_token_still_expires() {
     ));
 }
 
+/// The cache keys a JWT by its signature and keeps its header and payload to compare: a
+/// copy with the cached token's signature and another header or payload is not answered from
+/// the cache but verified, and refused. The original still is answered.
+#[tokio::test]
+async fn altered_copies_of_a_cached_jwt_are_refused() {
+    let fx = jwt_fixture().await;
+    let token = sign(&fx.key, &fx.claims());
+    assert_eq!(call(&fx.app, "/mcp", &token).await.status, StatusCode::OK);
+    let parts: Vec<&str> = token.split('.').collect();
+    let [header, payload, signature] = parts[..] else {
+        panic!("not a JWS: {token}");
+    };
+    let mut claims = fx.claims();
+    claims["scope"] = json!("mcp:read mcp:write mcp:admin");
+    let other_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+    let other_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"ES256","typ":"at+jwt","x":1}"#);
+    let mut flipped = payload.as_bytes().to_vec();
+    flipped[10] ^= 0x01;
+    let flipped = String::from_utf8(flipped).unwrap();
+    let altered = [
+        format!("{header}.{other_payload}.{signature}"),
+        format!("{other_header}.{payload}.{signature}"),
+        format!("{header}.{flipped}.{signature}"),
+        // Cut or extended: the same signature behind a prefix or suffix of the rest.
+        format!("{header}.{}.{signature}", &payload[..payload.len() - 4]),
+        format!("{header}.{payload}A.{signature}"),
+        format!("A{header}.{payload}.{signature}"),
+        // More segments than a JWS (hashed whole, so never this token's entry either).
+        format!("{header}.{payload}.x.{signature}"),
+    ];
+    for t in &altered {
+        assert_invalid_token(&call(&fx.app, "/mcp", t).await);
+        assert!(fx.server.verify(t).await.is_err(), "{t}");
+    }
+    assert_eq!(call(&fx.app, "/mcp", &token).await.status, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn typ_must_be_at_jwt() {
     let fx = jwt_fixture().await;
