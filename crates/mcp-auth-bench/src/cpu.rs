@@ -117,3 +117,36 @@ fn backend_ticks() -> u64 {
 pub fn snapshot() -> Option<CpuTicks> {
     None
 }
+
+/// Whether `--pin` can put a runtime on CPU `cpu`: the process may run there.
+#[cfg(target_os = "linux")]
+pub fn check_pin(cpu: usize) -> Result<(), String> {
+    let allowed = rustix::thread::sched_getaffinity(None)
+        .map_err(|e| format!("--pin: cannot read this process's CPUs: {e}"))?;
+    if cpu >= rustix::thread::CpuSet::MAX_CPU || !allowed.is_set(cpu) {
+        return Err(format!(
+            "--pin needs CPUs 0 and 1; this process may not run on CPU {cpu}"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn check_pin(_cpu: usize) -> Result<(), String> {
+    Err("--pin is implemented on Linux only".into())
+}
+
+/// Keeps the calling thread on CPU `cpu` (checked beforehand by [`check_pin`]). A failure
+/// here leaves the thread unpinned and says so: the figures are still measured, less
+/// steadily.
+#[cfg(target_os = "linux")]
+pub fn pin_current_thread(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
+        eprintln!("mcp-auth-bench: could not pin a thread to CPU {cpu}: {e}");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn pin_current_thread(_cpu: usize) {}

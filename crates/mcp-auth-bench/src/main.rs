@@ -77,6 +77,12 @@ struct Args {
     /// Worker threads of the load generator's runtime.
     #[arg(long, default_value_t = 2)]
     load_threads: usize,
+    /// Pin the in-process server's runtime threads to the first CPU and the load
+    /// generator's to the second (Linux). Each side then keeps its core and its caches:
+    /// steadier per-call figures for comparing two builds, at some cost in throughput
+    /// (`--server-threads 1 --load-threads 1` suits it).
+    #[arg(long)]
+    pin: bool,
 }
 
 /// mimalloc rather than the system allocator: the server allocates on every request.
@@ -123,6 +129,9 @@ fn run(mut args: Args) -> Result<bool, Error> {
     if measure.is_zero() {
         return Err("--seconds must be more than 0".into());
     }
+    if args.pin && args.url.is_some() {
+        return Err("--pin pins the in-process server; drop --url".into());
+    }
     if args.url.is_some()
         && let Some(s) = args.scenarios.iter().find(|s| s.is_mcp())
     {
@@ -136,7 +145,13 @@ fn run(mut args: Args) -> Result<bool, Error> {
         Some(_) => None,
         None => {
             let parent = args.db_dir.clone().unwrap_or_else(std::env::temp_dir);
-            Some(InProcess::start(args.store, &parent, args.server_threads)?)
+            let pin = args.pin.then_some(0);
+            Some(InProcess::start(
+                args.store,
+                &parent,
+                args.server_threads,
+                pin,
+            )?)
         }
     };
     let issuer = match (&args.url, &server) {
@@ -147,11 +162,15 @@ fn run(mut args: Args) -> Result<bool, Error> {
     let target = Target::from_issuer(&issuer)?;
     print_setup(&args, &issuer, server.as_ref());
 
-    let load_rt = tokio::runtime::Builder::new_multi_thread()
+    let mut load_rt = tokio::runtime::Builder::new_multi_thread();
+    load_rt
         .worker_threads(args.load_threads)
-        .thread_name("bench-load")
-        .enable_all()
-        .build()?;
+        .thread_name("bench-load");
+    if args.pin {
+        cpu::check_pin(1)?;
+        load_rt.on_thread_start(|| cpu::pin_current_thread(1));
+    }
+    let load_rt = load_rt.enable_all().build()?;
     let shape = Shape {
         concurrency: args.concurrency,
         warmup,
@@ -246,15 +265,24 @@ fn print_setup(args: &Args, issuer: &str, server: Option<&InProcess>) {
     println!(
         "mcp-auth-bench: server {issuer} ({}), store {store}",
         if server.is_some() {
-            format!("in process, {} runtime threads", args.server_threads)
+            // Threads the server starts (SQLite's) inherit the pin.
+            let pinned = if args.pin { ", pinned to CPU 0" } else { "" };
+            format!(
+                "in process, {} runtime threads{pinned}",
+                args.server_threads
+            )
         } else {
             "external".into()
         }
     );
     println!(
-        "load: {} workers, one HTTP/1.1 keep-alive connection each, {} runtime threads; \
+        "load: {} workers, one HTTP/1.1 keep-alive connection each, {} runtime threads{}; \
          {}s warmup + {}s measured per scenario; {cpus} CPUs",
-        args.concurrency, args.load_threads, args.warmup, args.seconds
+        args.concurrency,
+        args.load_threads,
+        if args.pin { ", pinned to CPU 1" } else { "" },
+        args.warmup,
+        args.seconds
     );
     // Other work on the machine shows here: the figures are only as quiet as the machine.
     if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {

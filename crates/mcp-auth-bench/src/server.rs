@@ -147,13 +147,20 @@ pub struct InProcess {
 
 impl InProcess {
     /// Binds `127.0.0.1:0` and serves on a runtime of `threads` workers named
-    /// `bench-server`, apart from the load generator's.
-    pub fn start(store: StoreKind, db_parent: &Path, threads: usize) -> Result<Self, Error> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("bench-server")
-            .enable_all()
-            .build()?;
+    /// `bench-server`, apart from the load generator's, pinned to CPU `pin` when given.
+    pub fn start(
+        store: StoreKind,
+        db_parent: &Path,
+        threads: usize,
+        pin: Option<usize>,
+    ) -> Result<Self, Error> {
+        let mut runtime = tokio::runtime::Builder::new_multi_thread();
+        runtime.worker_threads(threads).thread_name("bench-server");
+        if let Some(cpu) = pin {
+            crate::cpu::check_pin(cpu)?;
+            runtime.on_thread_start(move || crate::cpu::pin_current_thread(cpu));
+        }
+        let runtime = runtime.enable_all().build()?;
         let db_dir = match store {
             StoreKind::Sqlite => Some(
                 tempfile::Builder::new()

@@ -530,9 +530,9 @@ async fn cached_token_still_expires() {
     ));
 }
 
-/// The cache keys a JWT by its signature and keeps its header and payload to compare: a
-/// copy with the cached token's signature and another header or payload is not answered from
-/// the cache but verified, and refused. The original still is answered.
+/// A copy of a cached JWT with the same signature and another header or payload is not
+/// answered from the cache (whose key covers every byte of the token) but verified, and
+/// refused. The original still is answered.
 #[tokio::test]
 async fn altered_copies_of_a_cached_jwt_are_refused() {
     let fx = jwt_fixture().await;
@@ -557,7 +557,7 @@ async fn altered_copies_of_a_cached_jwt_are_refused() {
         format!("{header}.{}.{signature}", &payload[..payload.len() - 4]),
         format!("{header}.{payload}A.{signature}"),
         format!("A{header}.{payload}.{signature}"),
-        // More segments than a JWS (hashed whole, so never this token's entry either).
+        // More segments than a JWS.
         format!("{header}.{payload}.x.{signature}"),
     ];
     for t in &altered {
