@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Form, Path, RawForm, RawQuery, State};
+use axum::extract::{Path, RawForm, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine as _;
@@ -1816,12 +1816,25 @@ fn check_scope_syntax(s: &AppState, sc: &str) -> Result<(), OAuthError> {
 
 // ---------------------------------------------------------------- /revoke, /introspect
 
+/// The form of `/revoke` and `/introspect`, each parameter at most once (RFC 6749 §3.1,
+/// which RFC 7009 §2.1 and RFC 7662 §2.1 build on): with `token` twice, which one to revoke
+/// or describe would be a guess.
+fn endpoint_form(body: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
+    unique_params(body).map_err(|k| {
+        OAuthError::invalid_request(format!("the parameter {k} appears more than once"))
+    })
+}
+
 /// `POST /revoke` (RFC 7009 §2): 200 whatever the token was, once the client authenticated.
 pub async fn revoke(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    RawForm(body): RawForm,
 ) -> Response {
+    let form = match endpoint_form(&body) {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
     let (client, _) = match authenticate_client(&s, &headers, &form).await {
         Ok(c) => c,
         Err(e) => return e.into_response(),
@@ -1873,8 +1886,12 @@ async fn revoke_upstream(s: &AppState, subject: &str) {
 pub async fn introspect(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    RawForm(body): RawForm,
 ) -> Response {
+    let form = match endpoint_form(&body) {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
     match authenticate_client(&s, &headers, &form).await {
         Ok((_, ClientAuthMethod::None)) => {
             return OAuthError::invalid_client("introspection needs client authentication")

@@ -1,5 +1,5 @@
-//! How `/authorize` and `/token` read their parameters, over HTTP on 127.0.0.1:0: a
-//! parameter sent twice is refused (RFC 6749 §3.1), form encoding is decoded (`+`, `%XX`),
+//! How `/authorize`, `/token`, `/revoke` and `/introspect` read their parameters, over HTTP
+//! on 127.0.0.1:0: a parameter sent twice is refused (RFC 6749 §3.1), form encoding is decoded (`+`, `%XX`),
 //! and `resource` (RFC 8707) is accepted as configured, refused when it names another
 //! resource or carries a fragment, whether or not it is spelled like the configured one.
 
@@ -76,15 +76,27 @@ impl Harness {
 
     /// `POST /token` with this raw form body.
     async fn token(&self, body: String) -> (u16, Value) {
+        self.post("token", body).await
+    }
+
+    /// `POST /{endpoint}` with this raw form body; the answer's JSON (`null` when empty).
+    async fn post(&self, endpoint: &str, body: String) -> (u16, Value) {
         let r = self
             .http
-            .post(format!("{}/token", self.issuer))
+            .post(format!("{}/{endpoint}", self.issuer))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body)
             .send()
             .await
             .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap())
+        let status = r.status().as_u16();
+        let bytes = r.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        (status, body)
     }
 }
 
@@ -145,6 +157,39 @@ async fn a_parameter_sent_twice_is_refused_at_both_endpoints() {
             .unwrap()
             .contains("code appears more than once"),
         "{body}"
+    );
+}
+
+/// `/revoke` and `/introspect` read their forms the same way: `token` twice is refused
+/// before anything is revoked or described, and a single one still works.
+#[tokio::test]
+async fn revoke_and_introspect_refuse_a_parameter_sent_twice() {
+    let h = Harness::start().await;
+    let client = [("client_id", "client-1"), ("client_secret", SECRET)];
+    for endpoint in ["revoke", "introspect"] {
+        let mut twice = client.to_vec();
+        twice.extend([("token", "a"), ("token", "b")]);
+        let (status, body) = h.post(endpoint, encode(&twice)).await;
+        assert_eq!(status, 400, "{endpoint}: {body}");
+        assert_eq!(body["error"], "invalid_request", "{endpoint}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("token appears more than once"),
+            "{endpoint}: {body}"
+        );
+        let mut once = client.to_vec();
+        once.push(("token", "unknown-token"));
+        let (status, body) = h.post(endpoint, encode(&once)).await;
+        assert_eq!(status, 200, "{endpoint}: {body}");
+    }
+    // An unknown token is inactive (RFC 7662 §2.2).
+    let mut once = client.to_vec();
+    once.push(("token", "unknown-token"));
+    assert_eq!(
+        h.post("introspect", encode(&once)).await.1,
+        json!({"active": false})
     );
 }
 
