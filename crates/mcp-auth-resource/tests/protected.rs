@@ -546,8 +546,9 @@ async fn altered_copies_of_a_cached_jwt_are_refused() {
     claims["scope"] = json!("mcp:read mcp:write mcp:admin");
     let other_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
     let other_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"ES256","typ":"at+jwt","x":1}"#);
+    // One character of the payload changed to another of the base64url alphabet.
     let mut flipped = payload.as_bytes().to_vec();
-    flipped[10] ^= 0x01;
+    flipped[10] = if flipped[10] == b'A' { b'B' } else { b'A' };
     let flipped = String::from_utf8(flipped).unwrap();
     let altered = [
         format!("{header}.{other_payload}.{signature}"),
