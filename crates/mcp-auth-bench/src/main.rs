@@ -375,6 +375,19 @@ fn print_targets(summary: &[(Scenario, &Outcome)]) {
     }
 }
 
+/// How much more `b` costs than `a`, in percent; `None` when either is not a finite,
+/// positive cost (a round with no successful call).
+fn percent_more(a: f64, b: f64) -> Option<f64> {
+    (a.is_finite() && b.is_finite() && a > 0.0 && b > 0.0).then(|| (b / a - 1.0) * 100.0)
+}
+
+/// The median (the mean of the middle two for an even count), least and greatest.
+fn median_range(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    (n > 0).then(|| ((v[(n - 1) / 2] + v[n / 2]) / 2.0, v[0], v[n - 1]))
+}
+
 /// With several rounds of both MCP scenarios, the protected call's cost round by round: each
 /// round's protected run against the unprotected run just before it (seconds apart, so a
 /// machine that slows down or speeds up over the run moves both), then the median and the
@@ -392,25 +405,18 @@ fn print_paired(results: &[(Scenario, Outcome)]) {
     if u.len() < 2 || u.len() != p.len() {
         return;
     }
-    let mut cost: Vec<f64> = u
+    let cost: Vec<f64> = u
         .iter()
         .zip(&p)
-        .map(|(u, p)| (u.ops_per_sec() / p.ops_per_sec() - 1.0) * 100.0)
+        .filter_map(|(u, p)| percent_more(1.0 / u.ops_per_sec(), 1.0 / p.ops_per_sec()))
         .collect();
-    let mut cpu: Vec<f64> = u
+    let cpu: Vec<f64> = u
         .iter()
         .zip(&p)
-        .filter_map(|(u, p)| {
-            Some((p.server_micros_per_op()? / u.server_micros_per_op()? - 1.0) * 100.0)
-        })
+        .filter_map(|(u, p)| percent_more(u.server_micros_per_op()?, p.server_micros_per_op()?))
         .collect();
-    let median = |v: &mut Vec<f64>| -> Option<(f64, f64, f64)> {
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        (n > 0).then(|| ((v[(n - 1) / 2] + v[n / 2]) / 2.0, v[0], v[n - 1]))
-    };
-    if let Some((m, lo, hi)) = median(&mut cost) {
-        let cpu = median(&mut cpu).map_or(String::new(), |(m, lo, hi)| {
+    if let Some((m, lo, hi)) = median_range(cost) {
+        let cpu = median_range(cpu).map_or(String::new(), |(m, lo, hi)| {
             format!(", server CPU per call {m:+.1}% ({lo:+.1}% to {hi:+.1}%)")
         });
         println!(
@@ -418,5 +424,30 @@ fn print_paired(results: &[(Scenario, Outcome)]) {
             "  paired",
             u.len()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_range_of_odd_even_and_empty_lists() {
+        assert_eq!(median_range(vec![5.0, -1.0, 3.0]), Some((3.0, -1.0, 5.0)));
+        assert_eq!(
+            median_range(vec![4.0, 1.0, 2.0, 9.0]),
+            Some((3.0, 1.0, 9.0))
+        );
+        assert_eq!(median_range(vec![]), None);
+    }
+
+    #[test]
+    fn percent_more_compares_costs_and_skips_empty_rounds() {
+        // 100,000 calls/s unprotected, 95,000 protected: each call costs 5.26% more.
+        let more = percent_more(1.0 / 100_000.0, 1.0 / 95_000.0).unwrap();
+        assert!((more - 5.263).abs() < 0.001, "{more}");
+        assert_eq!(percent_more(14.0, 14.0), Some(0.0));
+        assert_eq!(percent_more(1.0 / 100_000.0, 1.0 / 0.0), None);
+        assert_eq!(percent_more(0.0, 1.0), None);
     }
 }
