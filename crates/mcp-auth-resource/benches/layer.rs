@@ -75,14 +75,19 @@ async fn run(tokens: usize) -> Result<(), Box<dyn std::error::Error>> {
         .layer(rs.layer())
         .merge(axum::Router::new().route("/unprotected", post(handler)))
         .with_state(());
-    // JWT-sized b64tokens, distinct in their first bytes.
+    // Shaped as the JWTs `mcp-auth serve` issues: `header.payload.signature`, 600 bytes,
+    // an ES256 signature's 86 characters, distinct in payload and signature.
+    let filler = |n: usize, seed: usize| -> String {
+        (0..n)
+            .map(|j| char::from(b'a' + ((j * 7 + seed * 13) % 26) as u8))
+            .collect()
+    };
     let bearers: Vec<String> = (0..tokens)
         .map(|i| {
-            let mut t = format!("{i:08}");
-            while t.len() < 600 {
-                t.push(char::from(b'a' + ((t.len() * 7 + i) % 26) as u8));
-            }
-            format!("Bearer {t}")
+            let header = filler(100, 0);
+            let payload = format!("{i:08}{}", filler(404, i));
+            let signature = format!("{i:08}{}", filler(78, i + 1));
+            format!("Bearer {header}.{payload}.{signature}")
         })
         .collect();
     let call = |path: &'static str, bearer: &str| {

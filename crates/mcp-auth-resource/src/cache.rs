@@ -1,4 +1,5 @@
-//! A bounded cache keyed by a keyed 128-bit hash of a token ([`crate::siphash`]).
+//! A bounded cache keyed by a keyed 128-bit hash of a token ([`crate::siphash`]), or of the
+//! signature of a JWS whose entry keeps the rest to compare (`server::cache_parts`).
 //!
 //! Keys are hashes, never tokens: a heap dump or a debug print of the cache holds nothing a
 //! caller could replay. A secret-keyed 128-bit hash rather than the `HashMap`'s own 64-bit
@@ -72,7 +73,7 @@ const MAX_SHARDS: usize = 16;
 #[repr(align(128))]
 struct Shard<V>(Mutex<Map<V>>);
 
-impl<V: Clone> TtlCache<V> {
+impl<V> TtlCache<V> {
     pub(crate) fn new(capacity: usize) -> Self {
         let shards = (capacity / MIN_SHARD_CAPACITY).clamp(1, MAX_SHARDS);
         Self {
@@ -98,9 +99,23 @@ impl<V: Clone> TtlCache<V> {
     }
 
     /// The value, if present and not expired at `now`.
-    pub(crate) fn get(&self, key: &TokenKey, now: u64) -> Option<V> {
+    pub(crate) fn get(&self, key: &TokenKey, now: u64) -> Option<V>
+    where
+        V: Clone,
+    {
+        self.get_with(key, now, |v| Some(v.clone()))
+    }
+
+    /// What `f` makes of the value, if present and not expired at `now`; `f` runs under the
+    /// shard's lock, so it should be quick (a comparison, a reference count).
+    pub(crate) fn get_with<R>(
+        &self,
+        key: &TokenKey,
+        now: u64,
+        f: impl FnOnce(&V) -> Option<R>,
+    ) -> Option<R> {
         match self.lock(key).get(key) {
-            Some((v, expires_at)) if now < *expires_at => Some(v.clone()),
+            Some((v, expires_at)) if now < *expires_at => f(v),
             _ => None,
         }
     }

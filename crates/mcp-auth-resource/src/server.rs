@@ -45,7 +45,7 @@ struct Inner {
     metadata_urls: Vec<mcp_auth_types::HttpUrl>,
     metadata_max_age: Duration,
     verifier: Arc<dyn TokenVerifier>,
-    cache: TtlCache<Arc<Claims>>,
+    cache: TtlCache<CachedToken>,
     cache_ttl: u64,
     clock: Arc<dyn Clock>,
     leeway: u64,
@@ -53,6 +53,53 @@ struct Inner {
     dpop: Option<DpopGuard>,
     /// The origin clients reach this resource at, for a proof's `htu`.
     origin: String,
+}
+
+/// A verified token in the cache: its claims, and the part of the token that its key does
+/// not cover ([`cache_parts`]), which a request's token must repeat exactly to be answered
+/// from this entry.
+struct CachedToken {
+    claims: Arc<Claims>,
+    kept: Box<[u8]>,
+}
+
+impl Inner {
+    /// The cached claims of `token`, if it was verified and the entry has not expired.
+    fn cached(&self, token: &[u8], now: u64) -> Option<Arc<Claims>> {
+        let (hashed, kept) = cache_parts(token);
+        self.cache.get_with(&self.cache.key(hashed), now, |entry| {
+            constant_time_eq::constant_time_eq(&entry.kept, kept).then(|| entry.claims.clone())
+        })
+    }
+}
+
+/// The shortest signature segment [`cache_parts`] keys a token by: 43 base64url characters,
+/// 32 bytes, an HMAC-SHA-256 (ES256 and EdDSA signatures have 86, RS256 342).
+const MIN_SIGNATURE_CHARS: usize = 43;
+
+/// How a token is named in the verified-token cache: `(hashed, kept)`, the bytes hashed into
+/// the entry's key and the bytes the entry keeps to compare, together the whole token.
+///
+/// A JWS in compact form (RFC 7515 §7.1: `header.payload.signature`, JWT access tokens among
+/// them) is keyed by its signature alone and keeps `header.payload.`: the signature is the
+/// one part no one can produce without the signing key, the other two are readable by whoever
+/// holds the token and worth nothing without it, so the cache still holds nothing a caller
+/// could replay. Hashing ~90 bytes instead of a ~600-byte JWT is what keeps the cache lookup
+/// off the protected call's cost; the byte comparison keeps a token with an altered header or
+/// payload from ever being answered from its original's entry (it is verified, and refused).
+///
+/// Anything else (opaque tokens, JWEs, a last segment too short to be a signature) is hashed
+/// whole and keeps nothing.
+fn cache_parts(token: &[u8]) -> (&[u8], &[u8]) {
+    if let Some(last) = memchr::memrchr(b'.', token) {
+        let (kept, signature) = (&token[..=last], &token[last + 1..]);
+        let three_parts = memchr::memchr(b'.', &token[..last])
+            .is_some_and(|first| memchr::memchr(b'.', &token[first + 1..last]).is_none());
+        if three_parts && signature.len() >= MIN_SIGNATURE_CHARS {
+            return (signature, kept);
+        }
+    }
+    (token, &[])
 }
 
 impl fmt::Debug for ResourceServer {
@@ -194,9 +241,8 @@ impl ResourceServer {
             return Err(VerifyError::Malformed("longer than 16 KiB"));
         }
         let inner = &*self.inner;
-        let key = inner.cache.key(token.as_bytes());
         let now = inner.clock.now_unix();
-        if let Some(claims) = inner.cache.get(&key, now) {
+        if let Some(claims) = inner.cached(token.as_bytes(), now) {
             return Ok(claims);
         }
         let claims = inner.verifier.verify(token).await?;
@@ -211,7 +257,14 @@ impl ResourceServer {
             if let Some(exp) = claims.expires_at {
                 until = until.min(exp);
             }
-            inner.cache.insert(key, claims.clone(), until, now);
+            let (hashed, kept) = cache_parts(token.as_bytes());
+            let entry = CachedToken {
+                claims: claims.clone(),
+                kept: kept.into(),
+            };
+            inner
+                .cache
+                .insert(inner.cache.key(hashed), entry, until, now);
         }
         Ok(claims)
     }
@@ -275,9 +328,7 @@ impl ResourceServer {
     ) -> Option<Result<Authenticated, Rejection>> {
         let token = bearer_token_unchecked(headers, uri.query())?;
         let inner = &*self.inner;
-        let claims = inner
-            .cache
-            .get(&inner.cache.key(token), inner.clock.now_unix())?;
+        let claims = inner.cached(token, inner.clock.now_unix())?;
         Some(self.admit(claims, route, false))
     }
 
@@ -717,6 +768,59 @@ mod tests {
         assert!(bearer_token_unchecked(&h, None).is_none());
         let fits = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES));
         assert!(bearer_token_unchecked(&headers(&[&fits]), None).is_some());
+    }
+
+    proptest::proptest! {
+        /// Whatever the token, the two parts are the whole token, in order (so equal parts
+        /// mean equal tokens), and a token keeps bytes only when it is three segments whose
+        /// last one is long enough to be a signature: a kept part is never empty for a JWS
+        /// and always empty otherwise, so a JWS and another token keyed alike never match.
+        #[test]
+        fn cache_parts_split_the_whole_token(token in proptest::prop_oneof![
+            "[a-zA-Z0-9._~+/=-]{0,200}",
+            // Mostly three segments, with signatures around the minimum length, and now and
+            // then a fourth segment or an empty one.
+            "[a-zA-Z0-9_-]{0,20}[.]{1,2}[a-zA-Z0-9_.-]{0,20}[.][a-zA-Z0-9_-]{38,48}",
+        ]) {
+            let (hashed, kept) = cache_parts(token.as_bytes());
+            proptest::prop_assert_eq!([kept, hashed].concat(), token.as_bytes());
+            let segments = token.split('.').count();
+            let jws = segments == 3
+                && token.rsplit('.').next().is_some_and(|s| s.len() >= MIN_SIGNATURE_CHARS);
+            if jws {
+                proptest::prop_assert!(kept.ends_with(b".") && kept.iter().filter(|&&b| b == b'.').count() == 2);
+                proptest::prop_assert!(!hashed.contains(&b'.'));
+            } else {
+                proptest::prop_assert!(kept.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn a_jws_is_keyed_by_its_signature_and_anything_else_whole() {
+        let sig = "s".repeat(MIN_SIGNATURE_CHARS);
+        let jws = format!("eyJh.eyJz.{sig}");
+        assert_eq!(
+            cache_parts(jws.as_bytes()),
+            (sig.as_bytes(), &b"eyJh.eyJz."[..])
+        );
+        // An empty header or payload is still three parts.
+        let bare = format!("..{sig}");
+        assert_eq!(cache_parts(bare.as_bytes()), (sig.as_bytes(), &b".."[..]));
+        let short = format!("eyJh.eyJz.{}", &sig[1..]);
+        let whole = [
+            short.as_str(),
+            // JWE (RFC 7516 §7.1): five parts.
+            "eyJh.a2V5.aXY.Y2lwaGVy.dGFnZ2VkdGFnZ2VkdGFnZ2VkdGFnZ2VkdGFnZ2VkdGFnZ2Vk",
+            "opaque-token-without-dots-0123456789012345678901234567890123456789",
+            "two.parts0123456789012345678901234567890123456789012345",
+            "",
+        ];
+        for t in whole {
+            assert_eq!(cache_parts(t.as_bytes()), (t.as_bytes(), &b""[..]), "{t}");
+        }
+        let four = format!("a.b.c.{sig}");
+        assert_eq!(cache_parts(four.as_bytes()).1, b"");
     }
 
     #[test]
