@@ -1,8 +1,9 @@
 //! A bounded cache keyed by a keyed 128-bit hash of a token ([`crate::siphash`]), or of the
 //! signature of a JWS whose entry keeps the rest to compare (`server::cache_parts`).
 //!
-//! Keys are hashes, never tokens: a heap dump or a debug print of the cache holds nothing a
-//! caller could replay. A secret-keyed 128-bit hash rather than the `HashMap`'s own 64-bit
+//! Keys are hashes, never tokens, and what an entry keeps of a JWS (its header and payload) is
+//! worth nothing without the signature: a heap dump or a debug print of the cache holds
+//! nothing a caller could replay. A secret-keyed 128-bit hash rather than the `HashMap`'s own 64-bit
 //! one, because two tokens sharing a cache slot would hand one caller another's claims; see
 //! the `siphash` module for why this one suffices and why not SHA-256.
 

@@ -1340,9 +1340,22 @@ impl Store for PostgresStore {
     ) -> Result<Vec<String>, StoreError> {
         with_conn!(self, |c| {
             let tx = c.transaction().await.map_err(backend)?;
+            // Codes not redeemed yet first: deleted, so a later redemption finds none. Their
+            // row locks come before any family lock, the order `redeem_code` keeps too; a
+            // redemption in progress is waited for, and its code, then spent, stays.
+            let mut families = query(
+                &tx,
+                "DELETE FROM codes WHERE tenant = $1 AND client_id = $2 AND subject = $3 \
+                 AND spent_at IS NULL AND expires_at > $4 RETURNING family_id",
+                &[&tenant, &client_id, &subject, &int(now)],
+            )
+            .await?
+            .iter()
+            .map(|r| get_str(r, "family_id"))
+            .collect::<Result<Vec<_>, _>>()?;
             // A token's family never changes, so the families can be read before taking
             // their locks; each is then revoked as `revoke_family` does, under its lock.
-            let mut families = query(
+            for row in query(
                 &tx,
                 "SELECT DISTINCT family_id FROM refresh_tokens \
                  WHERE tenant = $1 AND subject = $2 AND client_id = $3",
@@ -1350,10 +1363,12 @@ impl Store for PostgresStore {
             )
             .await?
             .iter()
-            .map(|r| get_str(r, "family_id"))
-            .collect::<Result<Vec<_>, _>>()?;
+            {
+                families.push(get_str(row, "family_id")?);
+            }
             // One order for every caller, so two of them cannot wait for each other's locks.
             families.sort();
+            families.dedup();
             for family_id in &families {
                 lock_family(&tx, tenant, family_id).await?;
                 revoke_family_in(&tx, tenant, family_id, now).await?;

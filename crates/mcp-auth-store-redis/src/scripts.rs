@@ -327,25 +327,39 @@ return out
     )
 });
 
-/// Revokes every family a user holds for a client, each as `REVOKE_FAMILY` does. KEYS: the
-/// client set, expiry index. ARGV: tenant key base, client ID, subject, remembered until,
-/// its ttl. Returns the families revoked, each once.
+/// Revokes every family a user holds for a client, each as `REVOKE_FAMILY` does, and
+/// deletes the user's codes for the client that are not spent and not expired, revoking
+/// their families too. KEYS: the client set, expiry index. ARGV: tenant key base, client ID,
+/// subject, remembered until, its ttl, now. Returns the families revoked, each once.
 pub(crate) static REVOKE_CLIENT_GRANTS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(lua!(
         r#"
 local base = ARGV[1]
 local prefix = base .. 'refresh:'
+local code_prefix = base .. 'code:'
 local seen, families = {}, {}
+local function add(family)
+  if not seen[family] then
+    seen[family] = true
+    families[#families + 1] = family
+  end
+end
 for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  -- The client set also lists codes, pending requests and consents, and may list a key
-  -- since reused for another client: only the client's refresh tokens, current or
-  -- rotated, of the user (the subject is only in the row's JSON).
+  -- The client set also lists pending requests and consents, and may list a key since
+  -- reused for another client: only the client's refresh tokens, current or rotated, and
+  -- unspent live codes, of the user (the subject is only in the row's JSON).
   if string.sub(m, 1, #prefix) == prefix then
     local v = redis.call('HMGET', m, 'row', 'family', 'client')
-    if v[1] and v[2] and v[3] == ARGV[2] and not seen[v[2]]
+    if v[1] and v[2] and v[3] == ARGV[2] and cjson.decode(v[1])['subject'] == ARGV[3] then
+      add(v[2])
+    end
+  elseif string.sub(m, 1, #code_prefix) == code_prefix then
+    local v = redis.call('HMGET', m, 'row', 'family', 'client', 'spent', 'exp')
+    if v[1] and v[2] and v[3] == ARGV[2] and not v[4] and v[5]
+        and tonumber(ARGV[6]) < tonumber(v[5])
         and cjson.decode(v[1])['subject'] == ARGV[3] then
-      seen[v[2]] = true
-      families[#families + 1] = v[2]
+      drop(m, KEYS[2])
+      add(v[2])
     end
   end
 end

@@ -873,7 +873,8 @@ impl Store for RedisStore {
             .arg(client_id)
             .arg(subject)
             .arg(till.to_string())
-            .arg(till_ttl.to_string());
+            .arg(till_ttl.to_string())
+            .arg(now.to_string());
         let mut families: Vec<String> = self.script("revoke_client_grants", &inv).await?;
         families.sort();
         families.dedup();

@@ -1271,16 +1271,27 @@ impl Store for SqliteStore {
         // theirs can be added or rotated in between.
         self.engine
             .write(Steps::Many, move |c| {
+                // Codes not redeemed yet: deleted, so a later redemption finds none. Codes
+                // have no client index (migration 0006): this reads the tenant's live
+                // codes, few next to the grants, in a rare administrative step.
+                let mut families = query_all(
+                    c,
+                    "DELETE FROM codes WHERE tenant = ? AND client_id = ? AND subject = ? \
+                     AND spent_at IS NULL AND expires_at > ? RETURNING family_id",
+                    params![tenant, client_id, subject, int(now)],
+                    |r| get_str(r, "family_id"),
+                )?;
                 // Without statistics SQLite's planner would rather walk the tenant's grants in
                 // key order than sort a few rows: name the index.
-                let mut families = query_all(
+                families.extend(query_all(
                     c,
                     "SELECT family_id FROM grants INDEXED BY grants_client \
                      WHERE tenant = ? AND client_id = ? AND subject = ? AND revoked_at IS NULL",
                     params![tenant, client_id, subject],
                     |r| get_str(r, "family_id"),
-                )?;
+                )?);
                 families.sort_unstable();
+                families.dedup();
                 for family_id in &families {
                     revoke_family_in(c, &tenant, family_id, now)?;
                 }

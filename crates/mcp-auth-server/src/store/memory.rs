@@ -482,14 +482,32 @@ impl Store for MemoryStore {
         now: u64,
     ) -> Result<Vec<String>, StoreError> {
         let mut t = self.lock();
-        let mut families: Vec<String> = t
-            .refresh
+        // Codes not redeemed yet go first: a later redemption finds none.
+        let pending: Vec<(Key, String)> = t
+            .codes
             .iter()
-            .filter(|((tn, _), r)| {
-                tn == tenant && r.row.subject == subject && r.row.client_id == client_id
+            .filter(|((tn, _), c)| {
+                tn == tenant
+                    && !c.spent
+                    && now < c.row.expires_at
+                    && c.row.subject == subject
+                    && c.row.client_id == client_id
             })
-            .map(|(_, r)| r.row.family_id.clone())
+            .map(|(k, c)| (k.clone(), c.row.family_id.clone()))
             .collect();
+        let mut families = Vec::new();
+        for (k, family) in pending {
+            t.codes.remove(&k);
+            families.push(family);
+        }
+        families.extend(
+            t.refresh
+                .iter()
+                .filter(|((tn, _), r)| {
+                    tn == tenant && r.row.subject == subject && r.row.client_id == client_id
+                })
+                .map(|(_, r)| r.row.family_id.clone()),
+        );
         families.sort();
         families.dedup();
         for f in &families {

@@ -563,8 +563,13 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<ConsentRow>, StoreError>;
 
     /// Revokes every refresh token family the user holds for the client, as
-    /// [`revoke_family`](Self::revoke_family) does for each (withdrawn consent). Returns the
-    /// family ids, so the server can also refuse their access tokens.
+    /// [`revoke_family`](Self::revoke_family) does for each (withdrawn consent), and deletes
+    /// the user's authorization codes for the client that are not redeemed yet, revoking
+    /// their families too: a code issued before the withdrawal cannot be redeemed after it.
+    /// Spent codes stay, for replay detection. All in one atomic step: a redemption or a
+    /// rotation either comes before it (and its family is revoked) or finds nothing. Returns
+    /// the family ids, sorted and without repeats, so the server can also refuse their
+    /// access tokens.
     async fn revoke_client_grants(
         &self,
         tenant: &str,

@@ -82,6 +82,7 @@ macro_rules! store_suite {
             consent_roundtrip,
             consents_are_listed_in_order,
             revoke_client_grants_revokes_the_users_families,
+            revoke_client_grants_takes_the_users_unredeemed_codes,
             session_roundtrip_expiry_and_delete,
             upstream_roundtrip_expiry_and_delete,
             upstream_swap_compares_versions,
@@ -1534,6 +1535,77 @@ pub async fn revoke_client_grants_revokes_the_users_families(f: Fixture) {
         .await
         .unwrap();
     assert!(none.is_empty(), "{none:?}");
+}
+
+/// Withdrawing consent also takes the user's codes for the client that are not redeemed
+/// yet: a code issued before cannot be redeemed after (with or without a refresh token),
+/// and its family is revoked. A spent code stays (its replay still revokes), and other
+/// users', clients' and tenants' codes are untouched.
+pub async fn revoke_client_grants_takes_the_users_unredeemed_codes(f: Fixture) {
+    let s = f.store();
+    let pending = code("t1", "code-pending", "fam-p");
+    let second = code("t1", "code-second", "fam-q");
+    let spent = code("t1", "code-spent", "fam-s");
+    let mut other_client = code("t1", "code-c2", "fam-c");
+    other_client.client_id = "client-2".into();
+    let mut other_user = code("t1", "code-bob", "fam-d");
+    other_user.subject = "bob".into();
+    let other_tenant = code("t2", "code-pending", "fam-p");
+    let mut expired = code("t1", "code-expired", "fam-x");
+    expired.expires_at = NOW;
+    for c in [
+        &pending,
+        &second,
+        &spent,
+        &other_client,
+        &other_user,
+        &other_tenant,
+        &expired,
+    ] {
+        s.put_code(c).await.unwrap();
+    }
+    assert_eq!(
+        s.take_code("t1", &spent.code_hash, NOW).await.unwrap(),
+        TakeCode::Taken(spent.clone())
+    );
+
+    let revoked = s
+        .revoke_client_grants("t1", "alice", "client-1", NOW)
+        .await
+        .unwrap();
+    assert_eq!(revoked, ["fam-p", "fam-q"]);
+
+    assert_eq!(
+        s.take_code("t1", &pending.code_hash, NOW).await.unwrap(),
+        TakeCode::Missing
+    );
+    assert_eq!(
+        s.redeem_code("t1", &second.code_hash, Some(&new_refresh("rt-after")), NOW)
+            .await
+            .unwrap(),
+        TakeCode::Missing
+    );
+    // The families are remembered as revoked.
+    let late = refresh("t1", "rt-late", "fam-p");
+    let err = s.put_refresh(&late).await;
+    assert!(matches!(err, Err(StoreError::FamilyRevoked)), "{err:?}");
+    // The spent code stays spent: presenting it again is a replay.
+    assert!(matches!(
+        s.take_code("t1", &spent.code_hash, NOW).await.unwrap(),
+        TakeCode::Replayed { .. }
+    ));
+    for (tenant, kept) in [
+        ("t1", &other_client),
+        ("t1", &other_user),
+        ("t2", &other_tenant),
+    ] {
+        assert_eq!(
+            s.take_code(tenant, &kept.code_hash, NOW).await.unwrap(),
+            TakeCode::Taken(kept.clone()),
+            "{tenant} {}",
+            kept.family_id
+        );
+    }
 }
 
 /// Login sessions round-trip, are replaced by a second put, are missing once expired, and
