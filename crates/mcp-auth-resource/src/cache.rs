@@ -3,9 +3,9 @@
 //!
 //! Keys are hashes, never tokens, and what an entry keeps of a JWS (its header and payload) is
 //! worth nothing without the signature: a heap dump or a debug print of the cache holds
-//! nothing a caller could replay. A secret-keyed 128-bit hash rather than the `HashMap`'s own 64-bit
-//! one, because two tokens sharing a cache slot would hand one caller another's claims; see
-//! the `siphash` module for why this one suffices and why not SHA-256.
+//! nothing a caller could replay. A secret-keyed 128-bit hash rather than the `HashMap`'s own
+//! 64-bit one, because two tokens sharing a cache slot would hand one caller another's
+//! claims; see the `siphash` module for why this one suffices and why not SHA-256.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};

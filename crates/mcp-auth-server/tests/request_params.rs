@@ -21,6 +21,8 @@ const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 struct Harness {
     issuer: String,
     http: reqwest::Client,
+    store: Arc<MemoryStore>,
+    config: ServerConfig,
 }
 
 impl Harness {
@@ -47,10 +49,14 @@ impl Harness {
             })
             .await
             .unwrap();
-        let server = AuthorizationServer::new(config, store).await.unwrap();
+        let server = AuthorizationServer::new(config.clone(), store.clone())
+            .await
+            .unwrap();
         let router = server.router();
         tokio::spawn(async move { axum::serve(listener, router).await });
         Self {
+            store,
+            config,
             issuer,
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -249,4 +255,38 @@ async fn resources_are_checked_however_they_are_spelled() {
         );
         assert_eq!(param(&location, "code"), None, "{why}");
     }
+}
+
+/// A code issued before the user withdraws consent for the client (`mcp-auth consents
+/// revoke`) cannot be redeemed after it: `/token` answers `invalid_grant` (RFC 6749 §5.2).
+#[tokio::test]
+async fn a_code_issued_before_consent_is_withdrawn_is_refused_after() {
+    let h = Harness::start().await;
+    let (status, location) = h.authorize(&query_of(&authorize_query(RESOURCE))).await;
+    assert_eq!(status, 303, "{location:?}");
+    let code = param(&location.unwrap(), "code").unwrap();
+    let (_, grants) = mcp_auth_server::handlers::withdraw_consent(
+        h.store.as_ref(),
+        &h.config.tenant,
+        &h.config.dev_subject,
+        "client-1",
+        h.config.ttls.access_token,
+        unix_now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(grants, 1, "the code's grant");
+    let (status, body) = h
+        .token(encode(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+            ("client_id", "client-1"),
+            ("client_secret", SECRET),
+        ]))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_grant", "{body}");
+    assert!(body.get("access_token").is_none(), "{body}");
 }
