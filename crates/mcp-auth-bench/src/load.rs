@@ -23,7 +23,7 @@ pub enum Scenario {
     Refresh,
     /// `tools/call` on `/mcp-unprotected`: the handler alone.
     McpUnprotected,
-    /// The same `tools/call` on `/mcp`, behind the resource layer.
+    /// The same `tools/call` on `/mcp`, behind the resource server's checks.
     McpProtected,
 }
 

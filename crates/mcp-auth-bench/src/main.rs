@@ -5,7 +5,7 @@
 //! By default it starts the server in this process, on its own runtime, on
 //! `127.0.0.1:0`: the authorization server with `dev_auto_approve` over the durable SQLite
 //! store (`--store memory` for none), and one JSON-RPC echo handler at `/mcp` behind the
-//! resource layer and at `/mcp-unprotected` without it. `--url` drives an external
+//! resource server's checks and at `/mcp-unprotected` without them. `--url` drives an external
 //! `mcp-auth serve --dev-auto-approve` instead (registration, flows and refresh only).
 //!
 //! `scripts/bench-server` builds it in release mode and runs every scenario.

@@ -1,7 +1,8 @@
 //! The server under test, in this process: the authorization server with
-//! `dev_auto_approve`, plus one JSON-RPC handler mounted twice, at `/mcp` behind the
-//! resource layer and at `/mcp-unprotected` without it. Wired as `mcp-auth serve` wires it
-//! (`crates/mcp-auth-cli/src/serve.rs`), without depending on the CLI crate.
+//! `dev_auto_approve`, plus one JSON-RPC handler mounted twice, at `/mcp` wrapped by the
+//! resource server's checks (`ProtectedLayer::protect`) and at `/mcp-unprotected` without
+//! them. Wired as `mcp-auth serve` wires it (`crates/mcp-auth-cli/src/serve.rs`), without
+//! depending on the CLI crate.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -252,9 +253,7 @@ async fn app(issuer: &str, store: Arc<dyn Store>) -> Result<axum::Router, Error>
     );
     rc.danger_allow_insecure_http = true;
     let rs = ResourceServer::new(rc)?;
-    let protected = axum::Router::new()
-        .route("/mcp", post(mcp_echo))
-        .layer(rs.layer());
+    let protected = axum::Router::new().route("/mcp", post(rs.layer().protect(mcp_echo)));
     let unprotected = axum::Router::new().route("/mcp-unprotected", post(mcp_echo));
     Ok(server
         .router()

@@ -1,4 +1,4 @@
-//! Mounts the authorization server and the bearer-token layer in an existing axum app: the
+//! Mounts the authorization server and the bearer-token checks in an existing axum app: the
 //! example README.md shows, compiled by CI.
 //!
 //! ```sh
@@ -37,14 +37,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     rc.danger_allow_insecure_http = true; // plain http on loopback, for the example
     let rs = ResourceServer::new(rc)?;
 
+    // One endpoint: wrap its handler (`protect`), the cheapest way, one route as without
+    // protection. A group of routes: `.layer(...)` over their router.
+    let mcp = |who: Authenticated| async move {
+        format!("hello {} (scopes: {})", who.subject, who.scopes)
+    };
+    let admin = axum::Router::new()
+        .route("/admin/whoami", axum::routing::get(mcp))
+        .route("/admin/ping", axum::routing::get(|| async { "pong" }))
+        .layer(rs.layer().require_scopes(["mcp:admin"]));
     let app = axum::Router::new()
         .route(
             "/mcp",
-            axum::routing::post(|who: Authenticated| async move {
-                format!("hello {} (scopes: {})", who.subject, who.scopes)
-            }),
+            axum::routing::post(rs.layer().require_scopes(["mcp:read"]).protect(mcp)),
         )
-        .layer(rs.layer())
+        .merge(admin)
         .merge(rs.metadata_router())
         .merge(auth.router());
 

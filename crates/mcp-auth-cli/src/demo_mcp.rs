@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use mcp_auth_resource::Authenticated;
+use mcp_auth_resource::{Authenticated, ProtectedLayer};
 use mcp_auth_server::upstream::UpstreamAccess;
 use serde_json::{Value, json};
 
@@ -77,15 +77,15 @@ impl Sessions {
     }
 }
 
-/// The demo endpoint at `path` (put the resource layer over it); `upstream`: users log in
-/// through upstream providers, so the `upstream_profile` tool is offered.
-pub fn router(path: &str, upstream: bool) -> axum::Router {
+/// The demo endpoint at `path`, each of its handlers protected by `protection`; `upstream`:
+/// users log in through upstream providers, so the `upstream_profile` tool is offered.
+pub fn router(path: &str, protection: ProtectedLayer, upstream: bool) -> axum::Router {
     axum::Router::new()
         .route(
             path,
-            post(mcp_endpoint)
-                .get(method_not_allowed)
-                .delete(end_session),
+            post(protection.clone().protect(mcp_endpoint))
+                .get(protection.clone().protect(method_not_allowed))
+                .delete(protection.protect(end_session)),
         )
         .with_state(Demo {
             sessions: Sessions::default(),

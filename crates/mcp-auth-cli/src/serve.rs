@@ -371,12 +371,14 @@ pub async fn app(
         .map(|u| u.path().to_owned())
         .unwrap_or_else(|_| "/mcp".into());
     // CORS outermost: a browser's preflight carries no token and must not meet the 401.
-    let mut mcp = crate::demo_mcp::router(&mcp_path, vault.is_some());
+    // The resource server's checks wrap each handler (`ProtectedLayer::protect`): the same
+    // refusals as `.layer(rs.layer())`, without the extra route axum puts around a layer.
+    let mut mcp = crate::demo_mcp::router(&mcp_path, rs.layer(), vault.is_some());
     if let Some(v) = vault {
         // Tool handlers reach the user's upstream token through `UpstreamAccess`.
         mcp = mcp.layer(axum::Extension(v));
     }
-    let mcp = mcp.layer(rs.layer()).layer(mcp_auth_server::router::cors());
+    let mcp = mcp.layer(mcp_auth_server::router::cors());
     Ok(server.router().merge(rs.metadata_router()).merge(mcp))
 }
 

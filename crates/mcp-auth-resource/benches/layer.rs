@@ -1,12 +1,14 @@
-//! The resource layer's own cost, without a network: one axum router with the same handler
-//! on a protected and an unprotected route, called in process (`tower::ServiceExt::oneshot`)
-//! with 256 distinct ~600-byte bearer tokens in turn, all already in the verified-token
-//! cache. Prints nanoseconds per call for each route and the difference, which is what the
-//! layer adds on a cache hit: the keyed hash of the token, the cache lookup, the claims put
-//! into the request and the extra future around the handler.
+//! The resource server's own cost on a request, without a network: one axum router with the
+//! same handler on an unprotected route, a route behind `ProtectedLayer` and a route whose
+//! handler is wrapped by `ProtectedLayer::protect`, called in process
+//! (`tower::ServiceExt::oneshot`) with 256 distinct ~600-byte bearer tokens in turn, all
+//! already in the verified-token cache. Prints nanoseconds per call for each route and what
+//! each protection adds on a cache hit: the keyed hash of the token, the cache lookup, the
+//! claims put into the request and, for the layer, the extra route axum puts around it.
 //!
-//! `cargo bench -p mcp-auth-resource --bench layer [-- TOKENS]`. A benchmark, not a test:
-//! it asserts only that every call is answered 200.
+//! `cargo bench -p mcp-auth-resource --bench layer [-- TOKENS]`; `LAYER_ONLY=/mcp` (or
+//! `/unprotected`, `/mcp-handler`) calls one route only, for a profiler. A benchmark, not a
+//! test: it asserts only that every call is answered 200.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -74,6 +76,7 @@ async fn run(tokens: usize) -> Result<(), Box<dyn std::error::Error>> {
         .route("/mcp", post(handler))
         .layer(rs.layer())
         .merge(axum::Router::new().route("/unprotected", post(handler)))
+        .merge(axum::Router::new().route("/mcp-handler", post(rs.layer().protect(handler))))
         .with_state(());
     // Shaped as the JWTs `mcp-auth serve` issues: `header.payload.signature`, 600 bytes,
     // an ES256 signature's 86 characters, distinct in payload and signature.
@@ -108,20 +111,34 @@ async fn run(tokens: usize) -> Result<(), Box<dyn std::error::Error>> {
         call("/mcp", b).await?;
     }
     println!("{tokens} tokens of 600 bytes, {CALLS} calls per route and round");
+    let only = std::env::var("LAYER_ONLY").ok();
     for round in 1..=3 {
-        let mut ns = [0.0; 2];
-        for (i, path) in ["/unprotected", "/mcp"].into_iter().enumerate() {
+        let mut ns = [0.0; 3];
+        for (i, path) in ["/unprotected", "/mcp", "/mcp-handler"]
+            .into_iter()
+            .enumerate()
+        {
+            if only.as_deref().is_some_and(|o| o != path) {
+                continue;
+            }
             let start = Instant::now();
             for n in 0..CALLS {
                 call(path, &bearers[n % tokens]).await?;
             }
             ns[i] = start.elapsed().as_nanos() as f64 / CALLS as f64;
         }
+        if let Some(o) = &only {
+            println!("round {round}: {o} {:.0} ns/call", ns.iter().sum::<f64>());
+            continue;
+        }
         println!(
-            "round {round}: unprotected {:.0} ns/call, protected {:.0} ns/call, layer +{:.0} ns",
+            "round {round}: unprotected {:.0} ns/call; layer {:.0} ns/call (+{:.0} ns); \
+             wrapped handler {:.0} ns/call (+{:.0} ns)",
             ns[0],
             ns[1],
-            ns[1] - ns[0]
+            ns[1] - ns[0],
+            ns[2],
+            ns[2] - ns[0]
         );
     }
     Ok(())

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use axum::handler::Handler;
 use axum::response::{IntoResponse, Response};
 use http::Request;
 use mcp_auth_types::ScopeSet;
@@ -16,7 +17,8 @@ use tower::{Layer, Service};
 use crate::ResourceServer;
 use crate::extract::RouteContext;
 
-/// A tower [`Layer`] that protects the services (axum routes) it wraps.
+/// A tower [`Layer`] that protects the services (axum routes) it wraps; or, through
+/// [`ProtectedLayer::protect`], one handler.
 ///
 /// ```no_run
 /// # use mcp_auth_resource::{ProtectedLayer, ResourceServer};
@@ -135,11 +137,8 @@ where
         // here, synchronously, the request goes straight to the service that was polled
         // ready, with no boxed future and no clones.
         let route = &self.route;
-        if let Some(checked) = route
-            .server
-            .authenticate_cached(req.headers(), req.uri(), route)
-        {
-            return match checked {
+        if let Some(claims) = route.server.cached_claims(req.headers(), req.uri()) {
+            return match ResourceServer::admit(claims, route.clone(), false) {
                 Ok(auth) => {
                     req.extensions_mut().insert(auth);
                     ResponseFuture::inner(self.inner.call(req))
@@ -171,44 +170,106 @@ where
     }
 }
 
-type BoxedResponse<E> = Pin<Box<dyn Future<Output = Result<Response, E>> + Send + 'static>>;
+/// A handler wrapped by [`ProtectedLayer::protect`]: the same checks as the layer, inside the
+/// handler's own call.
+///
+/// axum turns every tower layer into another boxed route around the one it wraps, so each
+/// request through [`ProtectedLayer`] costs two service clones, two boxed futures and the
+/// moves of the request between them. Wrapping the handler itself keeps one route, as an
+/// unprotected handler has: on a cached token the check is the only extra work.
+#[derive(Clone)]
+pub struct ProtectedHandler<H> {
+    handler: H,
+    route: Arc<RouteContext>,
+}
+
+impl<H> fmt::Debug for ProtectedHandler<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProtectedHandler")
+            .field("resource", &self.route.server.resource())
+            .field("required", &self.route.required)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProtectedLayer {
+    /// Protects one handler with this layer's server and scopes, as
+    /// `handler.layer(self)` would, but without the extra route axum puts around a layer:
+    /// `post(server.layer().require_scopes(["mcp:read"]).protect(mcp))`. Same refusals,
+    /// same [`Authenticated`](crate::Authenticated) in the handler; the cheaper way to
+    /// protect a single endpoint such as an MCP server's.
+    pub fn protect<H>(self, handler: H) -> ProtectedHandler<H> {
+        ProtectedHandler {
+            handler,
+            route: self.route,
+        }
+    }
+}
+
+impl<H, T, S> Handler<T, S> for ProtectedHandler<H>
+where
+    H: Handler<T, S>,
+    S: Send + 'static,
+{
+    type Future = HandlerFuture<H::Future>;
+
+    fn call(self, mut req: axum::extract::Request, state: S) -> Self::Future {
+        let Self { handler, route } = self;
+        // axum cloned this handler for the request: its reference to the route goes on into
+        // the `Authenticated` rather than being counted again.
+        if let Some(claims) = route.server.cached_claims(req.headers(), req.uri()) {
+            let state = match ResourceServer::admit(claims, route, false) {
+                Ok(auth) => {
+                    req.extensions_mut().insert(auth);
+                    Admission::inner(handler.call(req, state))
+                }
+                Err(rejection) => Admission::refused(rejection.into_response()),
+            };
+            return HandlerFuture { state };
+        }
+        let verifying = Admission::verifying(Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            match route
+                .server
+                .authenticate_shared(&parts.method, &parts.headers, &parts.uri, &route)
+                .await
+            {
+                Ok(auth) => {
+                    parts.extensions.insert(auth);
+                    handler.call(Request::from_parts(parts, body), state).await
+                }
+                Err(rejection) => rejection.into_response(),
+            }
+        }));
+        HandlerFuture { state: verifying }
+    }
+}
 
 pin_project! {
     /// The future of [`Protected`]: the inner service's own future when the token was found
     /// in the cache, a refusal, or the boxed verification followed by the inner call.
     pub struct ResponseFuture<F, E> {
         #[pin]
-        state: State<F, E>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<F, E> {
-        Inner { #[pin] future: F },
-        Refused { response: Option<Response> },
-        Verifying { future: BoxedResponse<E> },
+        state: Admission<F, Result<Response, E>>,
     }
 }
 
 impl<F, E> ResponseFuture<F, E> {
     fn inner(future: F) -> Self {
         Self {
-            state: State::Inner { future },
+            state: Admission::inner(future),
         }
     }
 
     fn refused(response: Response) -> Self {
         Self {
-            state: State::Refused {
-                response: Some(response),
-            },
+            state: Admission::refused(response),
         }
     }
 
-    fn verifying(future: BoxedResponse<E>) -> Self {
+    fn verifying(future: Boxed<Result<Response, E>>) -> Self {
         Self {
-            state: State::Verifying { future },
+            state: Admission::verifying(future),
         }
     }
 }
@@ -220,18 +281,107 @@ where
     type Output = Result<Response, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Inner { future } => future.poll(cx),
-            StateProj::Refused { response } => Poll::Ready(Ok(response
-                .take()
-                .expect("ResponseFuture polled after completion"))),
-            StateProj::Verifying { future } => future.as_mut().poll(cx),
-        }
+        self.project().state.poll(cx)
     }
 }
 
 impl<F, E> fmt::Debug for ResponseFuture<F, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ResponseFuture")
+    }
+}
+
+pin_project! {
+    /// The future of [`ProtectedHandler`]: the handler's own future when the token was found
+    /// in the cache, a refusal, or the boxed verification followed by the handler.
+    pub struct HandlerFuture<F> {
+        #[pin]
+        state: Admission<F, Response>,
+    }
+}
+
+impl<F> Future for HandlerFuture<F>
+where
+    F: Future<Output = Response>,
+{
+    type Output = Response;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        self.project().state.poll(cx)
+    }
+}
+
+impl<F> fmt::Debug for HandlerFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HandlerFuture")
+    }
+}
+
+type Boxed<O> = Pin<Box<dyn Future<Output = O> + Send + 'static>>;
+
+/// What a refusal becomes in a future's output: the response itself for a handler, `Ok` of
+/// it for a service.
+trait FromRefusal {
+    fn from_refusal(response: Response) -> Self;
+}
+
+impl FromRefusal for Response {
+    fn from_refusal(response: Response) -> Self {
+        response
+    }
+}
+
+impl<E> FromRefusal for Result<Response, E> {
+    fn from_refusal(response: Response) -> Self {
+        Ok(response)
+    }
+}
+
+pin_project! {
+    /// Where a protected request is: passed on to the wrapped future (its token was cached),
+    /// refused, or being verified in a boxed future that then calls the wrapped one.
+    #[project = AdmissionProj]
+    enum Admission<F, O> {
+        Inner { #[pin] future: F },
+        // Boxed: a refusal is the rare case, and a `Response` inline would make every
+        // request's future several times larger, to be moved at each step.
+        Refused { response: Option<Box<Response>> },
+        Verifying { future: Boxed<O> },
+    }
+}
+
+impl<F, O> Admission<F, O> {
+    fn inner(future: F) -> Self {
+        Self::Inner { future }
+    }
+
+    fn refused(response: Response) -> Self {
+        Self::Refused {
+            response: Some(Box::new(response)),
+        }
+    }
+
+    fn verifying(future: Boxed<O>) -> Self {
+        Self::Verifying { future }
+    }
+}
+
+impl<F, O> Future for Admission<F, O>
+where
+    F: Future<Output = O>,
+    O: FromRefusal,
+{
+    type Output = O;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<O> {
+        match self.project() {
+            AdmissionProj::Inner { future } => future.poll(cx),
+            AdmissionProj::Refused { response } => Poll::Ready(O::from_refusal(
+                *response
+                    .take()
+                    .expect("a protected request's future polled after completion"),
+            )),
+            AdmissionProj::Verifying { future } => future.as_mut().poll(cx),
+        }
     }
 }

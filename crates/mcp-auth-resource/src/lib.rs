@@ -14,7 +14,9 @@
 //! - [`ResourceServer`]: built once from the configuration; verifies tokens and caches the
 //!   result by a hash of the token, so the signature check or introspection call is not on
 //!   every request's path.
-//! - [`ProtectedLayer`]: the tower layer for routes, with per-route required scopes.
+//! - [`ProtectedLayer`]: the tower layer for routes, with per-route required scopes;
+//!   [`ProtectedLayer::protect`] applies the same checks inside one handler, without the
+//!   extra route axum puts around a layer (the cheaper way for a single MCP endpoint).
 //! - [`Authenticated`]: the axum extractor with the verified [`Claims`].
 //! - [`Rejection`]: the one place refusals become `400`/`401`/`403`/`503` with their
 //!   `WWW-Authenticate` challenges.
@@ -47,7 +49,7 @@
 //! let app: Router = Router::new()
 //!     .route(
 //!         "/mcp",
-//!         post(mcp).layer(ProtectedLayer::new(server.clone()).require_scopes(["mcp:read"])),
+//!         post(ProtectedLayer::new(server.clone()).require_scopes(["mcp:read"]).protect(mcp)),
 //!     )
 //!     .merge(server.metadata_router());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
@@ -80,7 +82,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{IntrospectionConfig, JwtConfig, ResourceConfig, SigningAlgorithm, Verifier};
 pub use error::{AuthError, ConfigError, FetchError, VerifyError};
 pub use extract::Authenticated;
-pub use layer::{Protected, ProtectedLayer, ResponseFuture};
+pub use layer::{HandlerFuture, Protected, ProtectedHandler, ProtectedLayer, ResponseFuture};
 pub use metadata::prm_router;
 pub use server::ResourceServer;
 pub use verifier::TokenVerifier;

@@ -295,8 +295,8 @@ impl ResourceServer {
         required: &ScopeSet,
     ) -> Result<Authenticated, Rejection> {
         let route = self.route_context(required.clone());
-        match self.authenticate_cached(headers, uri, &route) {
-            Some(checked) => checked,
+        match self.cached_claims(headers, uri) {
+            Some(claims) => Self::admit(claims, route, false),
             None => self.authenticate_shared(method, headers, uri, &route).await,
         }
     }
@@ -310,8 +310,9 @@ impl ResourceServer {
         })
     }
 
-    /// The layer's fast path: the answer for a request whose token is in the cache, without
-    /// awaiting anything or checking the token's characters again. `None` when
+    /// The fast path of the layer and of [`crate::ProtectedLayer::protect`]: the claims of a
+    /// request whose token is in the cache, without awaiting anything or checking the token's
+    /// characters again; [`Self::admit`] then decides. `None` when
     /// [`Self::authenticate_shared`] must decide: no usable `Authorization: Bearer` header,
     /// an `access_token` query parameter, a token not in the cache (never verified, expired
     /// from the cache, or malformed: only b64tokens are ever cached, see [`Self::verify`]).
@@ -320,16 +321,10 @@ impl ResourceServer {
     /// that passed [`is_b64token`] when cached — so it is visible ASCII and [`bearer_token`]
     /// would return the same token — and the claims are the cached ones the full check's
     /// [`Self::verify`] would return at this time.
-    pub(crate) fn authenticate_cached(
-        &self,
-        headers: &HeaderMap,
-        uri: &Uri,
-        route: &Arc<RouteContext>,
-    ) -> Option<Result<Authenticated, Rejection>> {
+    pub(crate) fn cached_claims(&self, headers: &HeaderMap, uri: &Uri) -> Option<Arc<Claims>> {
         let token = bearer_token_unchecked(headers, uri.query())?;
         let inner = &*self.inner;
-        let claims = inner.cached(token, inner.clock.now_unix())?;
-        Some(self.admit(claims, route, false))
+        inner.cached(token, inner.clock.now_unix())
     }
 
     /// The full check of one request.
@@ -360,7 +355,7 @@ impl ResourceServer {
                     self.rejection(e, &route.required, true)
                 })?;
         }
-        self.admit(claims, route, dpop)
+        Self::admit(claims, route.clone(), dpop)
     }
 
     /// RFC 9449 §7.1: a token presented with the `DPoP` scheme must be bound to a key, and
@@ -394,20 +389,22 @@ impl ResourceServer {
         Ok(())
     }
 
-    /// Verified claims against the route's required scopes.
-    fn admit(
-        &self,
+    /// Verified claims against the required scopes of `route` (one of this server's), which
+    /// the [`Authenticated`] keeps: taken by value, so that a caller holding its own reference
+    /// passes it on instead of counting another.
+    pub(crate) fn admit(
         claims: Arc<Claims>,
-        route: &Arc<RouteContext>,
+        route: Arc<RouteContext>,
         proved: bool,
     ) -> Result<Authenticated, Rejection> {
+        let server = &route.server;
         let required = &route.required;
         // RFC 9449 §7.2: a DPoP-bound token used as a bearer token is refused (without its
         // key a stolen one is worth nothing); a resource that requires DPoP refuses unbound
         // tokens too.
         if !proved {
             let bound = claims.dpop_jkt().is_some();
-            let required_dpop = self
+            let required_dpop = server
                 .inner
                 .dpop
                 .as_ref()
@@ -419,7 +416,7 @@ impl ResourceServer {
                     "this resource accepts only DPoP-bound tokens"
                 };
                 tracing::debug!(subject = %claims.subject, why, "token refused");
-                return Err(self.rejection(
+                return Err(server.rejection(
                     AuthError::Token(VerifyError::Rejected(why.into())),
                     required,
                     false,
@@ -437,9 +434,9 @@ impl ResourceServer {
                 required: required.clone(),
                 granted: claims.scopes.clone(),
             };
-            return Err(self.rejection(error, required, proved));
+            return Err(server.rejection(error, required, proved));
         }
-        Ok(Authenticated::new(claims, route.clone()))
+        Ok(Authenticated::new(claims, route))
     }
 
     fn rejection(&self, error: AuthError, required: &ScopeSet, dpop_scheme: bool) -> Rejection {

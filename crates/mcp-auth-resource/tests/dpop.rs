@@ -52,6 +52,11 @@ async fn whoami(auth: Authenticated) -> String {
 }
 
 fn app(opts: DpopOptions) -> (Router, Arc<ManualClock>) {
+    app_mounted(opts, false)
+}
+
+/// `/mcp` behind the layer, or with its handler wrapped by `ProtectedLayer::protect`.
+fn app_mounted(opts: DpopOptions, wrapped: bool) -> (Router, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(NOW));
     let mut config = ResourceConfig::new(
         ResourceUrl::parse_exact(RESOURCE).unwrap(),
@@ -60,11 +65,14 @@ fn app(opts: DpopOptions) -> (Router, Arc<ManualClock>) {
     );
     config.dpop = Some(opts);
     let server = ResourceServer::with_clock(config, clock.clone()).unwrap();
+    let layer = ProtectedLayer::new(server.clone()).require_scopes(["mcp:read"]);
+    let mcp = if wrapped {
+        post(layer.protect(whoami))
+    } else {
+        post(whoami).layer(layer)
+    };
     let app = Router::new()
-        .route(
-            "/mcp",
-            post(whoami).layer(ProtectedLayer::new(server.clone()).require_scopes(["mcp:read"])),
-        )
+        .route("/mcp", mcp)
         .merge(server.metadata_router());
     (app, clock)
 }
@@ -112,7 +120,16 @@ async fn call(app: &Router, method: &str, headers: &[(&str, &str)]) -> Reply {
 
 #[tokio::test]
 async fn a_bound_token_needs_a_fresh_proof_of_its_key() {
-    let (app, _) = app(DpopOptions::default());
+    bound_token_battery(false).await;
+}
+
+#[tokio::test]
+async fn a_wrapped_handler_needs_the_same_proofs() {
+    bound_token_battery(true).await;
+}
+
+async fn bound_token_battery(wrapped: bool) {
+    let (app, _) = app_mounted(DpopOptions::default(), wrapped);
     let key = DpopKey::generate().unwrap();
     let token = format!("bound-{}", key.thumbprint());
     let auth = format!("DPoP {token}");

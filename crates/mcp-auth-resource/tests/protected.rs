@@ -219,6 +219,30 @@ fn app(server: &ResourceServer) -> Router {
             post(write_tool).layer(server.layer().require_scopes(["mcp:read"])),
         )
         .route("/forgot-the-layer", post(whoami))
+        // The same three routes with the handlers wrapped instead of layered
+        // (`ProtectedLayer::protect`): they must answer exactly as the layered ones.
+        .route(
+            "/h/mcp",
+            post(server.layer().require_scopes(["mcp:read"]).protect(whoami)),
+        )
+        .route(
+            "/h/admin",
+            post(
+                server
+                    .layer()
+                    .require_scopes(["mcp:read", "mcp:admin"])
+                    .protect(whoami),
+            ),
+        )
+        .route(
+            "/h/tool",
+            post(
+                server
+                    .layer()
+                    .require_scopes(["mcp:read"])
+                    .protect(write_tool),
+            ),
+        )
         .merge(server.metadata_router())
 }
 
@@ -1306,4 +1330,89 @@ fn configuration_is_checked() {
 fn invalid_required_scope_panics_at_startup() {
     let (server, _) = custom_server(vec![]);
     let _ = ProtectedLayer::new(server).require_scopes(["has space"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// `ProtectedLayer::protect`: the wrapped handler answers as the layered route does.
+
+#[tokio::test]
+async fn protected_handlers_answer_exactly_as_layered_routes() {
+    let fx = jwt_fixture().await;
+    let other = es256("unpublished");
+    // Each case twice, with distinct tokens: once with the layered route first (the handler
+    // then finds the token cached), once with the wrapped handler first.
+    for round in 0..2 {
+        let jti = |n: usize| format!("jti-{round}-{n}");
+        let now = fx.now();
+        let tokens = [
+            sign(&fx.key, &fx.with(json!({"jti": jti(0)}))),
+            sign(&fx.key, &fx.with(json!({"jti": jti(1), "scope": "mcp:write"}))),
+            sign(&fx.key, &fx.with(json!({"jti": jti(2), "scope": "mcp:read mcp:admin tools:write"}))),
+            sign(&fx.key, &fx.with(json!({"jti": jti(3), "exp": now - 3600}))),
+            sign(&fx.key, &fx.with(json!({"jti": jti(4), "aud": "https://other.example/mcp"}))),
+            sign(&fx.key, &fx.with(json!({"jti": jti(5), "iss": "https://evil.example"}))),
+            sign(&other, &fx.with(json!({"jti": jti(6)}))),
+            sign(&fx.key, &fx.with(json!({"jti": jti(7), "cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}}))),
+        ];
+        let mut cases: Vec<(String, Vec<String>)> = tokens
+            .iter()
+            .map(|t| (String::new(), vec![format!("Bearer {t}")]))
+            .collect();
+        let good = &tokens[0];
+        cases.push((String::new(), vec![]));
+        cases.push((String::new(), vec!["Basic dXNlcjpwYXNz".into()]));
+        cases.push((String::new(), vec![format!("bearer   {good}")]));
+        cases.push((
+            String::new(),
+            vec![format!("Bearer {good}"), format!("Bearer {good}")],
+        ));
+        cases.push((String::new(), vec![format!("Bearer {good}!")]));
+        cases.push((String::new(), vec!["Bearer a.b.c".into()]));
+        cases.push((
+            format!("?access_token={good}"),
+            vec![format!("Bearer {good}")],
+        ));
+        for (n, (query, headers)) in cases.iter().enumerate() {
+            let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+            for route in ["mcp", "admin", "tool"] {
+                let layered = format!("/{route}{query}");
+                let wrapped = format!("/h/{route}{query}");
+                let order = if round == 0 {
+                    [&layered, &wrapped]
+                } else {
+                    [&wrapped, &layered]
+                };
+                let mut replies = Vec::new();
+                // Twice each: a cache hit must answer as the first, verifying, call did.
+                for path in order.iter().chain(order.iter()) {
+                    let r = call_with(&fx.app, path, &headers).await;
+                    replies.push((
+                        r.status,
+                        r.headers.get(header::WWW_AUTHENTICATE).cloned(),
+                        r.body,
+                    ));
+                }
+                for r in &replies[1..] {
+                    assert_eq!(r, &replies[0], "round {round}, case {n}, route {route}");
+                }
+                // The first token may call `/mcp`, the third every route.
+                if (n == 0 && route == "mcp") || n == 2 {
+                    assert_eq!(replies[0].0, StatusCode::OK, "case {n}, route {route}");
+                }
+            }
+        }
+    }
+    // The wrapped handler sees the same claims as the layered one.
+    let token = sign(&fx.key, &fx.claims());
+    let (a, b) = (
+        call(&fx.app, "/mcp", &token).await,
+        call(&fx.app, "/h/mcp", &token).await,
+    );
+    assert_eq!((a.status, b.status), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(a.json(), b.json());
+    assert_eq!(b.json()["sub"], "user-1");
+    // Scopes the handler asks for itself are named with the route's.
+    let r = call(&fx.app, "/h/tool", &token).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.challenge().param("scope"), Some("mcp:read tools:write"));
 }
