@@ -41,11 +41,17 @@ pub struct ProtectedLayer {
 
 impl fmt::Debug for ProtectedLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProtectedLayer")
-            .field("resource", &self.route.server.resource())
-            .field("required", &self.route.required)
-            .finish()
+        debug_route(f, "ProtectedLayer", &self.route)
     }
+}
+
+/// What the layer, its services and wrapped handlers show of their route: the resource and
+/// the required scopes (never a token: there is none in them).
+fn debug_route(f: &mut fmt::Formatter<'_>, name: &str, route: &RouteContext) -> fmt::Result {
+    f.debug_struct(name)
+        .field("resource", &route.server.resource())
+        .field("required", &route.required)
+        .finish_non_exhaustive()
 }
 
 impl ProtectedLayer {
@@ -111,10 +117,7 @@ pub struct Protected<S> {
 
 impl<S> fmt::Debug for Protected<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Protected")
-            .field("resource", &self.route.server.resource())
-            .field("required", &self.route.required)
-            .finish_non_exhaustive()
+        debug_route(f, "Protected", &self.route)
     }
 }
 
@@ -174,9 +177,10 @@ where
 /// handler's own call.
 ///
 /// axum turns every tower layer into another boxed route around the one it wraps, so each
-/// request through [`ProtectedLayer`] costs two service clones, two boxed futures and the
-/// moves of the request between them. Wrapping the handler itself keeps one route, as an
-/// unprotected handler has: on a cached token the check is the only extra work.
+/// request through [`ProtectedLayer`] costs two more boxed service clones, one more boxed
+/// future and the moves of the request between them. Wrapping the handler itself keeps the
+/// one route an unprotected handler has: on a cached token the check is the only extra work
+/// (`cargo bench -p mcp-auth-resource --bench layer` measures both).
 #[derive(Clone)]
 pub struct ProtectedHandler<H> {
     handler: H,
@@ -185,16 +189,13 @@ pub struct ProtectedHandler<H> {
 
 impl<H> fmt::Debug for ProtectedHandler<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProtectedHandler")
-            .field("resource", &self.route.server.resource())
-            .field("required", &self.route.required)
-            .finish_non_exhaustive()
+        debug_route(f, "ProtectedHandler", &self.route)
     }
 }
 
 impl ProtectedLayer {
-    /// Protects one handler with this layer's server and scopes, as
-    /// `handler.layer(self)` would, but without the extra route axum puts around a layer:
+    /// Protects one handler with this layer's server and scopes, as `.layer(self)` on its
+    /// route would, but without the extra route axum puts around a layer:
     /// `post(server.layer().require_scopes(["mcp:read"]).protect(mcp))`. Same refusals,
     /// same [`Authenticated`](crate::Authenticated) in the handler; the cheaper way to
     /// protect a single endpoint such as an MCP server's.
