@@ -156,20 +156,37 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let route = self.route.clone();
-        ResponseFuture::verifying(Box::pin(async move {
-            let (mut parts, body) = req.into_parts();
-            match route
-                .server
-                .authenticate_shared(&parts.method, &parts.headers, &parts.uri, &route)
-                .await
-            {
-                Ok(auth) => {
-                    parts.extensions.insert(auth);
-                    inner.call(Request::from_parts(parts, body)).await
-                }
-                Err(rejection) => Ok(rejection.into_response()),
-            }
-        }))
+        ResponseFuture::verifying(Box::pin(verify_then(route, req, move |req| {
+            inner.call(req)
+        })))
+    }
+}
+
+/// The slow path of the layer and of wrapped handlers: the full check of the request (a
+/// signature check, an introspection call, DPoP), then `next` with the [`Authenticated`]
+/// in the request's extensions, or the refusal.
+///
+/// [`Authenticated`]: crate::Authenticated
+async fn verify_then<B, O, Fut>(
+    route: Arc<RouteContext>,
+    req: Request<B>,
+    next: impl FnOnce(Request<B>) -> Fut,
+) -> O
+where
+    Fut: Future<Output = O>,
+    O: FromRefusal,
+{
+    let (mut parts, body) = req.into_parts();
+    match route
+        .server
+        .authenticate_shared(&parts.method, &parts.headers, &parts.uri, &route)
+        .await
+    {
+        Ok(auth) => {
+            parts.extensions.insert(auth);
+            next(Request::from_parts(parts, body)).await
+        }
+        Err(rejection) => O::from_refusal(rejection.into_response()),
     }
 }
 
@@ -228,20 +245,9 @@ where
             };
             return HandlerFuture { state };
         }
-        let verifying = Admission::verifying(Box::pin(async move {
-            let (mut parts, body) = req.into_parts();
-            match route
-                .server
-                .authenticate_shared(&parts.method, &parts.headers, &parts.uri, &route)
-                .await
-            {
-                Ok(auth) => {
-                    parts.extensions.insert(auth);
-                    handler.call(Request::from_parts(parts, body), state).await
-                }
-                Err(rejection) => rejection.into_response(),
-            }
-        }));
+        let verifying = Admission::verifying(Box::pin(verify_then(route, req, move |req| {
+            handler.call(req, state)
+        })));
         HandlerFuture { state: verifying }
     }
 }

@@ -85,6 +85,21 @@ impl Harness {
         self.post("token", body).await
     }
 
+    /// Redeems `code` as the confidential `client-1` with the flow's verifier, and the
+    /// `resource` parameter when given.
+    async fn redeem(&self, code: &str, resource: Option<&str>) -> (u16, Value) {
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+            ("client_id", "client-1"),
+            ("client_secret", SECRET),
+        ];
+        form.extend(resource.map(|r| ("resource", r)));
+        self.token(encode(&form)).await
+    }
+
     /// `POST /{endpoint}` with this raw form body; the answer's JSON (`null` when empty).
     async fn post(&self, endpoint: &str, body: String) -> (u16, Value) {
         let r = self
@@ -211,17 +226,7 @@ async fn encoded_parameters_are_decoded_and_a_flow_completes() {
         Some("a state+with spaces/&=")
     );
     let code = param(&location, "code").unwrap();
-    let (status, body) = h
-        .token(encode(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", VERIFIER),
-            ("client_id", "client-1"),
-            ("client_secret", SECRET),
-            ("resource", RESOURCE),
-        ]))
-        .await;
+    let (status, body) = h.redeem(&code, Some(RESOURCE)).await;
     assert_eq!(status, 200, "{body}");
     assert!(body["access_token"].is_string());
     assert!(body["refresh_token"].is_string());
@@ -276,16 +281,7 @@ async fn a_code_issued_before_consent_is_withdrawn_is_refused_after() {
     .await
     .unwrap();
     assert_eq!(grants, 1, "the code's grant");
-    let (status, body) = h
-        .token(encode(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", VERIFIER),
-            ("client_id", "client-1"),
-            ("client_secret", SECRET),
-        ]))
-        .await;
+    let (status, body) = h.redeem(&code, None).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "invalid_grant", "{body}");
     assert!(body.get("access_token").is_none(), "{body}");
